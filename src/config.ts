@@ -1,0 +1,319 @@
+import { readFileSync } from 'node:fs'
+import { parseDbHost, parseWpConfig } from './config/wp-config.js'
+
+export type ProviderName = 'echo' | 'openai' | 'anthropic'
+const PROVIDERS: readonly ProviderName[] = ['echo', 'openai', 'anthropic']
+
+export interface ModelSettings {
+  provider: ProviderName
+  url?: string
+  api_key?: string
+  max_tokens?: number
+  /** echo only: for demos and tests. */
+  delay_ms?: number
+  fail_status?: number
+  fail_times?: number
+}
+
+export interface WordPressSecrets {
+  AUTH_KEY?: string
+  AUTH_SALT?: string
+  SECURE_AUTH_KEY?: string
+  SECURE_AUTH_SALT?: string
+  LOGGED_IN_KEY?: string
+  LOGGED_IN_SALT?: string
+  NONCE_KEY?: string
+  NONCE_SALT?: string
+  SECRET_KEY?: string
+  COOKIEHASH?: string
+}
+
+export interface Config {
+  port: number
+  host: string
+  databaseUrl: string
+  /** True when no database was configured: SQLite, memory store, echo, generated secrets, banner. */
+  embedded: boolean
+  tablePrefix: string
+  wpConfigPath: string | undefined
+  redisUrl: string | undefined
+  /** Origin and path of the site, without a trailing slash. */
+  publicUrl: string
+  /** The path part of PUBLIC_URL + `/wp-json/ai/v1`. */
+  routePrefix: string
+  provider: ProviderName
+  providerUrl: string | undefined
+  providerApiKey: string | undefined
+  defaultModel: string
+  models: Record<string, ModelSettings>
+  maxTokens: number
+  workerConcurrency: number
+  jobMaxAttempts: number
+  jobLeaseSeconds: number
+  workerUrl: string | undefined
+  workerResultSeconds: number
+  queueTimeoutSeconds: number
+  jwtPrivateKey: string | undefined
+  jwtKid: string | undefined
+  jwtPreviousPublicKey: string | undefined
+  jwtPreviousKid: string | undefined
+  webhookSecrets: string[]
+  publicTokenSecret: string | undefined
+  wordpress: WordPressSecrets
+  createCapability: string
+  adminCapability: string
+  rateLimitMax: number
+  rateLimitWindowSeconds: number
+  dedupeWindowSeconds: number
+  requestMaxBytes: number
+  resultMaxBytes: number
+  encryptionKey: Buffer | undefined
+  trustProxy: string[]
+  webhookAllowedIps: string[]
+  logLevel: string
+  /** SIGTERM: how long running jobs may finish before they are released. */
+  shutdownGraceSeconds: number
+}
+
+export class ConfigError extends Error {
+  constructor(readonly variable: string, problem: string) {
+    super(`${variable}: ${problem}`)
+    this.name = 'ConfigError'
+  }
+}
+
+type Env = Record<string, string | undefined>
+
+const WP_SECRET_NAMES = [
+  'AUTH_KEY', 'AUTH_SALT', 'SECURE_AUTH_KEY', 'SECURE_AUTH_SALT',
+  'LOGGED_IN_KEY', 'LOGGED_IN_SALT', 'NONCE_KEY', 'NONCE_SALT', 'SECRET_KEY', 'COOKIEHASH',
+] as const
+
+function intIn(source: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = source[name]
+  if (raw === undefined || raw === '') return fallback
+  if (!/^-?\d+$/.test(raw.trim())) throw new ConfigError(name, `must be a whole number, got "${raw}"`)
+  const n = Number(raw)
+  if (n < min || n > max) throw new ConfigError(name, `must be between ${min} and ${max}, got ${n}`)
+  return n
+}
+
+function numberIn(source: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = source[name]
+  if (raw === undefined || raw === '') return fallback
+  const n = Number(raw)
+  if (!Number.isFinite(n)) throw new ConfigError(name, `must be a number, got "${raw}"`)
+  if (n < min || n > max) throw new ConfigError(name, `must be between ${min} and ${max}, got ${n}`)
+  return n
+}
+
+function urlValue(source: Env, name: string, protocols: string[]): string | undefined {
+  const raw = source[name]
+  if (raw === undefined || raw === '') return undefined
+  let u: URL
+  try {
+    u = new URL(raw)
+  } catch {
+    throw new ConfigError(name, 'is not a valid URL')
+  }
+  if (!protocols.includes(u.protocol)) throw new ConfigError(name, `must use ${protocols.join(' or ')}`)
+  return raw
+}
+
+function listValue(raw: string | undefined): string[] {
+  return (raw ?? '').split(',').map((s) => s.trim()).filter(Boolean)
+}
+
+const CIDR = /^(?:(?:\d{1,3}\.){3}\d{1,3}(?:\/\d{1,2})?|[0-9a-fA-F:]+(?:\/\d{1,3})?)$/
+
+function cidrList(source: Env, name: string): string[] {
+  const raw = source[name]
+  if (raw === undefined || raw === '' || raw === 'false') return []
+  if (raw === 'true' || raw === '*') throw new ConfigError(name, 'must list proxy addresses or CIDRs, never a bare true')
+  const list = listValue(raw)
+  for (const item of list) if (!CIDR.test(item)) throw new ConfigError(name, `"${item}" is not an address or CIDR`)
+  return list
+}
+
+function parseModels(raw: string | undefined): Record<string, ModelSettings> {
+  if (raw === undefined || raw === '') return {}
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(raw)
+  } catch {
+    throw new ConfigError('AI_MODELS', 'is not valid JSON')
+  }
+  if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) throw new ConfigError('AI_MODELS', 'must be a JSON object from model name to settings')
+  const models: Record<string, ModelSettings> = {}
+  for (const [name, value] of Object.entries(parsed as Record<string, unknown>)) {
+    const v = value as Record<string, unknown> | null
+    if (!v || typeof v !== 'object') throw new ConfigError('AI_MODELS', `entry "${name}" must be an object`)
+    if (!PROVIDERS.includes(v.provider as ProviderName)) throw new ConfigError('AI_MODELS', `entry "${name}" needs provider echo, openai or anthropic`)
+    for (const key of ['max_tokens', 'delay_ms', 'fail_status', 'fail_times'] as const) {
+      if (v[key] !== undefined && (typeof v[key] !== 'number' || !Number.isInteger(v[key]) || (v[key] as number) < 0)) {
+        throw new ConfigError('AI_MODELS', `entry "${name}": ${key} must be a whole number`)
+      }
+    }
+    for (const key of ['url', 'api_key'] as const) {
+      if (v[key] !== undefined && typeof v[key] !== 'string') throw new ConfigError('AI_MODELS', `entry "${name}": ${key} must be a string`)
+    }
+    models[name] = v as unknown as ModelSettings
+  }
+  return models
+}
+
+/** Builds a mysql:// URL from wp-config's DB_* constants. */
+function databaseUrlFromWpConfig(c: Record<string, unknown>): string {
+  const name = String(c.DB_NAME ?? '')
+  if (!name) throw new ConfigError('WP_CONFIG_PATH', 'wp-config.php defines no DB_NAME')
+  let host: ReturnType<typeof parseDbHost>
+  try {
+    host = parseDbHost(String(c.DB_HOST ?? 'localhost'))
+  } catch (err) {
+    throw new ConfigError('DB_HOST', `in wp-config.php: ${(err as Error).message.replace(/^DB_HOST:\s*/, '')}`)
+  }
+  const user = encodeURIComponent(String(c.DB_USER ?? 'root'))
+  const pass = c.DB_PASSWORD ? `:${encodeURIComponent(String(c.DB_PASSWORD))}` : ''
+  const hostname = host.host && host.host !== 'localhost' ? host.host : '127.0.0.1'
+  const base = `mysql://${user}${pass}@${hostname.includes(':') ? `[${hostname}]` : hostname}:${host.port ?? 3306}/${encodeURIComponent(name)}`
+  // `localhost` without a port means the default socket to PHP's mysqli; we use TCP unless a socket is named.
+  return host.socket ? `${base}?socket=${encodeURIComponent(host.socket)}` : base
+}
+
+function readWpConfig(path: string, env: Env): { constants: Record<string, unknown>; tablePrefix?: string } {
+  let text: string
+  try {
+    text = readFileSync(path, 'utf8')
+  } catch (err) {
+    throw new ConfigError('WP_CONFIG_PATH', `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
+  }
+  try {
+    return parseWpConfig(text, env)
+  } catch (err) {
+    throw new ConfigError('WP_CONFIG_PATH', (err as Error).message)
+  }
+}
+
+/**
+ * Reads the configuration once: environment first, then wp-config.php (when WP_CONFIG_PATH is
+ * set), then defaults. Throws a ConfigError naming the variable on the first bad value.
+ */
+export function loadConfig(env: Env = process.env): Readonly<Config> {
+  const wpConfigPath = env.WP_CONFIG_PATH || undefined
+  const wp = wpConfigPath ? readWpConfig(wpConfigPath, env) : { constants: {} as Record<string, unknown> }
+  // One merged view: an environment variable wins over the same-named wp-config define.
+  const fromWp: Env = {}
+  for (const [k, v] of Object.entries(wp.constants)) {
+    if (v !== null && v !== undefined && typeof v !== 'boolean') fromWp[k] = String(v)
+    else if (typeof v === 'boolean') fromWp[k] = v ? 'true' : 'false'
+  }
+  const source: Env = { ...fromWp, ...Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== '')) }
+
+  const embedded = !env.DATABASE_URL && !wpConfigPath
+  const databaseUrl = env.DATABASE_URL || (wpConfigPath ? databaseUrlFromWpConfig(wp.constants) : 'sqlite:./data/ai-gateway.sqlite')
+  if (!/^(mysql|mariadb):\/\//.test(databaseUrl) && !databaseUrl.startsWith('sqlite:')) {
+    throw new ConfigError('DATABASE_URL', 'must be mysql://user:pass@host:3306/db or sqlite:PATH')
+  }
+  if (databaseUrl.startsWith('sqlite:') && databaseUrl.replace(/^sqlite:(\/\/)?/, '') === '') throw new ConfigError('DATABASE_URL', 'sqlite: needs a file path')
+  if (/^(mysql|mariadb):\/\//.test(databaseUrl)) {
+    try {
+      const u = new URL(databaseUrl)
+      if (!u.pathname.replace(/^\//, '')) throw new Error('no database name')
+    } catch (err) {
+      throw new ConfigError('DATABASE_URL', `is not a usable MySQL URL (${(err as Error).message})`)
+    }
+  }
+
+  const tablePrefix = env.WP_TABLE_PREFIX || wp.tablePrefix || 'wp_'
+  if (!/^[A-Za-z0-9_]+$/.test(tablePrefix)) throw new ConfigError('WP_TABLE_PREFIX', 'may contain only letters, digits and underscores')
+
+  const port = intIn(source, 'PORT', 3000, 0, 65535)
+  const host = source.HOST || '127.0.0.1'
+  const publicUrlRaw = urlValue(source, 'PUBLIC_URL', ['http:', 'https:']) ?? `http://${host.includes(':') ? `[${host}]` : host}:${port}`
+  const publicUrl = publicUrlRaw.replace(/\/+$/, '')
+  const routePrefix = `${new URL(publicUrl).pathname.replace(/\/+$/, '')}/wp-json/ai/v1`
+
+  const provider = (source.AI_PROVIDER || 'echo') as ProviderName
+  if (!PROVIDERS.includes(provider)) throw new ConfigError('AI_PROVIDER', `must be echo, openai or anthropic, got "${provider}"`)
+  const models = parseModels(source.AI_MODELS)
+  const defaultModel = source.AI_DEFAULT_MODEL || (provider === 'echo' ? 'echo' : '')
+  if (!defaultModel) throw new ConfigError('AI_DEFAULT_MODEL', `is required when AI_PROVIDER is ${provider}`)
+
+  const workerUrl = urlValue(source, 'AI_WORKER_URL', ['http:', 'https:'])
+  const webhookSecrets = listValue(source.AI_WEBHOOK_SECRET)
+  for (const s of webhookSecrets) {
+    if (s.startsWith('whsec_') && !/^whsec_[A-Za-z0-9+/]+={0,2}$/.test(s)) throw new ConfigError('AI_WEBHOOK_SECRET', 'a whsec_ entry must be base64 after the prefix')
+  }
+  if (workerUrl && !embedded) {
+    if (!env.PUBLIC_URL && !fromWp.PUBLIC_URL) throw new ConfigError('PUBLIC_URL', 'is required when AI_WORKER_URL is set (callback_url is built from it)')
+    if (webhookSecrets.length === 0) throw new ConfigError('AI_WEBHOOK_SECRET', 'is required when AI_WORKER_URL is set')
+    if (!source.AI_JWT_PRIVATE_KEY) throw new ConfigError('AI_JWT_PRIVATE_KEY', 'is required when AI_WORKER_URL is set')
+  }
+
+  let encryptionKey: Buffer | undefined
+  if (source.AI_ENCRYPTION_KEY) {
+    encryptionKey = Buffer.from(source.AI_ENCRYPTION_KEY, 'base64')
+    if (encryptionKey.length !== 32) throw new ConfigError('AI_ENCRYPTION_KEY', 'must be base64 of exactly 32 bytes')
+  }
+
+  const logLevel = source.LOG_LEVEL || 'info'
+  if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(logLevel)) {
+    throw new ConfigError('LOG_LEVEL', 'must be one of fatal, error, warn, info, debug, trace, silent')
+  }
+
+  const wordpress: WordPressSecrets = {}
+  for (const name of WP_SECRET_NAMES) {
+    const value = env[`WP_${name}`] ?? (wp.constants[name] as string | undefined)
+    if (value !== undefined && value !== null) wordpress[name] = String(value)
+  }
+
+  const capability = (name: string, fallback: string): string => {
+    const v = source[name] || fallback
+    if (!/^[a-z0-9_-]+$/i.test(v)) throw new ConfigError(name, 'must be a WordPress capability name')
+    return v
+  }
+
+  const config: Config = {
+    port,
+    host,
+    databaseUrl,
+    embedded,
+    tablePrefix,
+    wpConfigPath,
+    redisUrl: urlValue(source, 'REDIS_URL', ['redis:', 'rediss:']),
+    publicUrl,
+    routePrefix,
+    provider,
+    providerUrl: urlValue(source, 'AI_PROVIDER_URL', ['http:', 'https:']),
+    providerApiKey: source.AI_PROVIDER_API_KEY || undefined,
+    defaultModel,
+    models,
+    maxTokens: intIn(source, 'AI_MAX_TOKENS', 4096, 1, 10_000_000),
+    workerConcurrency: intIn(source, 'WORKER_CONCURRENCY', 8, 0, 1024),
+    jobMaxAttempts: intIn(source, 'JOB_MAX_ATTEMPTS', 3, 1, 100),
+    jobLeaseSeconds: intIn(source, 'JOB_LEASE_SECONDS', 60, 5, 86_400),
+    workerUrl,
+    workerResultSeconds: intIn(source, 'AI_WORKER_RESULT_SECONDS', 300, 5, 86_400),
+    queueTimeoutSeconds: numberIn(source, 'AI_QUEUE_TIMEOUT', 2, 0.05, 2),
+    jwtPrivateKey: source.AI_JWT_PRIVATE_KEY?.replace(/\\n/g, '\n'),
+    jwtKid: source.AI_JWT_KID || undefined,
+    jwtPreviousPublicKey: source.AI_JWT_PREVIOUS_PUBLIC_KEY?.replace(/\\n/g, '\n'),
+    jwtPreviousKid: source.AI_JWT_PREVIOUS_KID || undefined,
+    webhookSecrets,
+    publicTokenSecret: source.AI_PUBLIC_TOKEN_SECRET || undefined,
+    wordpress,
+    createCapability: capability('AI_CREATE_CAPABILITY', 'read'),
+    adminCapability: capability('AI_ADMIN_CAPABILITY', 'manage_options'),
+    rateLimitMax: intIn(source, 'RATE_LIMIT_MAX', 60, 0, 1_000_000),
+    rateLimitWindowSeconds: intIn(source, 'RATE_LIMIT_WINDOW_SECONDS', 600, 1, 86_400 * 30),
+    dedupeWindowSeconds: intIn(source, 'DEDUPE_WINDOW_SECONDS', 60, 0, 86_400),
+    requestMaxBytes: intIn(source, 'REQUEST_MAX_BYTES', 65_536, 1024, 64 * 1024 * 1024),
+    resultMaxBytes: intIn(source, 'RESULT_MAX_BYTES', 262_144, 1024, 1024 * 1024 * 1024),
+    encryptionKey,
+    trustProxy: cidrList(source, 'TRUST_PROXY'),
+    webhookAllowedIps: cidrList(source, 'WEBHOOK_ALLOWED_IPS'),
+    logLevel,
+    shutdownGraceSeconds: intIn(source, 'SHUTDOWN_GRACE_SECONDS', 20, 0, 3600),
+  }
+  return Object.freeze(config)
+}
