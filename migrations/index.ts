@@ -1,0 +1,5 @@
+import { migration as aiJobs } from './0001_ai_jobs.js'
+
+/** Every migration, in the order they run. Names are recorded in `{prefix}ai_gateway_migrations`. */
+export const migrations = [aiJobs]
+export type { MigrationContext } from './0001_ai_jobs.js'

@@ -1,0 +1,226 @@
+import { randomUUID } from 'node:crypto'
+import Fastify, { type FastifyError, type FastifyInstance } from 'fastify'
+import type { Logger } from 'pino'
+import { authenticate, type WordPressAuthenticator } from './auth/authenticate.js'
+import type { Principal } from './auth/principal.js'
+import { systemClock, type Clock } from './clock.js'
+import type { Config } from './config.js'
+import { openDatabase, type DatabaseHandle } from './db/database.js'
+import { runMigrations } from './db/migrate.js'
+import { ApiError, isDatabaseUnavailable, toWordPressError } from './errors.js'
+import type { RequestRules } from './jobs/job-request.js'
+import { createMetrics, type Metrics } from './metrics.js'
+import { createProviderRegistry, type ProviderRegistry } from './providers/registry.js'
+import { jobRoutes } from './routes/jobs.js'
+import { opsRoutes } from './routes/ops.js'
+import { MemoryStore } from './store/memory-store.js'
+import { RedisStore } from './store/redis-store.js'
+import { ResilientStore } from './store/resilient-store.js'
+import type { Store } from './store/types.js'
+import { JobEvents } from './jobs/job-events.js'
+import { WorkerPool } from './worker/pool.js'
+import { createProviderExecutor } from './worker/provider-executor.js'
+
+/** Everything routes and workers share; built once per app. */
+export interface Gateway {
+  config: Readonly<Config>
+  handle: DatabaseHandle
+  store: Store
+  clock: Clock
+  metrics: Metrics
+  registry: ProviderRegistry
+  rules: RequestRules
+  pool: WorkerPool
+  events: JobEvents
+  wordpress: WordPressAuthenticator | undefined
+  authenticate(request: { method: string; headers: Record<string, string | string[] | undefined>; query: unknown; ip: string }): Promise<Principal>
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    gateway: Gateway
+  }
+}
+
+export interface AppDeps {
+  logger?: Logger | boolean
+  clock?: Clock
+  /** An open database; otherwise the app opens (and closes) its own from config. */
+  handle?: DatabaseHandle
+  store?: Store
+  /** Start the worker pool (default true when WORKER_CONCURRENCY > 0). Tests drive `runOnce()` instead. */
+  startWorkers?: boolean
+  /** Run migrations at start (default true). */
+  migrate?: boolean
+  wordpress?: WordPressAuthenticator
+  poolOptions?: { pollMs?: number; reapEveryMs?: number }
+}
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
+
+/** `/?rest_route=/ai/v1/…` and `/index.php?rest_route=…` (plain permalinks) → `/wp-json/ai/v1/…`. */
+export function rewritePlainPermalink(url: string, basePath: string): string {
+  const q = url.indexOf('?')
+  if (q < 0) return url
+  const path = url.slice(0, q)
+  if (path !== `${basePath}/` && path !== `${basePath}/index.php` && !(basePath !== '' && path === basePath)) return url
+  const params = new URLSearchParams(url.slice(q + 1))
+  const route = params.get('rest_route')
+  if (!route || !/^\/ai\/v1(\/|$)/.test(route)) return url
+  params.delete('rest_route')
+  const rest = params.toString()
+  return `${basePath}/wp-json${encodeURI(route)}${rest ? `?${rest}` : ''}`
+}
+
+async function createStore(config: Config, logger: Logger, metrics: Metrics, clock: Clock): Promise<Store> {
+  const memory = new MemoryStore(() => clock.now())
+  if (!config.redisUrl) {
+    if (!config.embedded) logger.warn('REDIS_URL is not set: rate limits, replay guard and events stay in this process (fit for one replica only)')
+    return memory
+  }
+  const redis = new RedisStore(config.redisUrl, `wpaig:${config.tablePrefix}:`)
+  return new ResilientStore(redis, memory, logger, (operation) => metrics.storeFallbacks.inc({ operation }))
+}
+
+/**
+ * Builds the gateway as a Fastify instance that never listens: it opens the database (running
+ * migrations), the store and the providers, and starts the worker pool. `src/server.ts` listens.
+ */
+export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Promise<FastifyInstance> {
+  const clock = deps.clock ?? systemClock
+  const basePath = new URL(config.publicUrl).pathname.replace(/\/+$/, '')
+  const app = Fastify({
+    ...(typeof deps.logger === 'object'
+      ? { loggerInstance: deps.logger }
+      : { logger: deps.logger === undefined ? { level: config.logLevel } : deps.logger }),
+    bodyLimit: config.requestMaxBytes,
+    trustProxy: config.trustProxy.length > 0 ? config.trustProxy : false,
+    requestIdHeader: false,
+    genReqId: (req) => {
+      const given = req.headers['x-request-id']
+      return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()
+    },
+    rewriteUrl: (req) => rewritePlainPermalink(req.url ?? '/', basePath),
+    routerOptions: { ignoreTrailingSlash: true },
+  }) as unknown as FastifyInstance
+  const logger = app.log as unknown as Logger
+
+  const metrics = createMetrics()
+  const ownsHandle = !deps.handle
+  const handle = deps.handle ?? await openDatabase({ url: config.databaseUrl, prefix: config.tablePrefix })
+  if (deps.migrate !== false) await runMigrations(handle, () => clock.now())
+  const store = deps.store ?? await createStore(config, logger, metrics, clock)
+  const ownsStore = !deps.store
+
+  const registry = createProviderRegistry({
+    defaultProvider: config.provider,
+    ...(config.providerUrl ? { defaultUrl: config.providerUrl } : {}),
+    ...(config.providerApiKey ? { defaultApiKey: config.providerApiKey } : {}),
+    defaultModel: config.defaultModel,
+    models: config.models,
+    clock,
+    onBreakerStateChange: (state, key) => {
+      metrics.breakerOpen.set({ provider: key }, state === 'open' ? 1 : 0)
+      logger.warn({ provider: key, state }, 'provider circuit breaker changed state')
+    },
+  })
+  const allowedModels = new Set(registry.allowedModels)
+  const rules: RequestRules = {
+    allowedModels,
+    defaultModel: config.defaultModel,
+    maxTokensFor: (model) => Math.min(config.maxTokens, config.models[model]?.max_tokens ?? Number.POSITIVE_INFINITY),
+  }
+
+  const events = new JobEvents(store, logger)
+  const pool = new WorkerPool({
+    handle,
+    clock,
+    logger,
+    concurrency: config.workerUrl ? 0 : config.workerConcurrency,
+    leaseMs: config.jobLeaseSeconds * 1000,
+    maxAttempts: config.jobMaxAttempts,
+    ...deps.poolOptions,
+    execute: createProviderExecutor({
+      registry, clock, resultMaxBytes: config.resultMaxBytes, encryptionKey: config.encryptionKey,
+      onProviderCall: (provider, outcome, ms) => metrics.providerDuration.observe({ provider, outcome }, ms / 1000),
+    }),
+    onChange: (jobId) => {
+      metrics.jobsFinished.inc({ outcome: 'written' })
+      events.changed(jobId)
+    },
+    onError: (where) => metrics.workerErrors.inc({ where: where.split(' ')[0] }),
+  })
+
+  const publicTokenSecret = config.publicTokenSecret ? new TextEncoder().encode(config.publicTokenSecret) : undefined
+  const gateway: Gateway = {
+    config, handle, store, clock, metrics, registry, rules, pool, events,
+    wordpress: deps.wordpress,
+    authenticate: (request) => authenticate(request, { publicTokenSecret, wordpress: deps.wordpress, now: () => clock.now() }),
+  }
+  app.decorate('gateway', gateway)
+
+  app.addHook('onRequest', async (request, reply) => {
+    reply.header('X-Request-Id', request.id)
+  })
+  app.addHook('onResponse', async (request, reply) => {
+    const route = request.routeOptions.url ?? 'unmatched'
+    metrics.httpRequests.inc({ method: request.method, route, status: reply.statusCode })
+    metrics.httpDuration.observe({ method: request.method, route }, reply.elapsedTime / 1000)
+  })
+
+  app.setErrorHandler((error: FastifyError | ApiError | Error, request, reply) => {
+    if (error instanceof ApiError) {
+      for (const [k, v] of Object.entries(error.headers)) reply.header(k, v)
+      return reply.code(error.status).send(toWordPressError(error.code, error.message, error.status, error.details))
+    }
+    const fe = error as FastifyError
+    switch (fe.code) {
+      case 'FST_ERR_CTP_BODY_TOO_LARGE':
+        return reply.code(413).send(toWordPressError('ai_payload_too_large', `The request body is larger than REQUEST_MAX_BYTES (${config.requestMaxBytes} bytes).`, 413))
+      case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+        return reply.code(415).send(toWordPressError('ai_unsupported_media_type', 'Send the body as application/json.', 415))
+      case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      case 'FST_ERR_CTP_INVALID_JSON_BODY':
+      case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
+        return reply.code(400).send(toWordPressError('ai_invalid_request', `body: ${fe.message}`, 400, { field: 'body' }))
+      default:
+        break
+    }
+    if (fe.validation) {
+      return reply.code(400).send(toWordPressError('ai_invalid_request', fe.message, 400))
+    }
+    if (fe.statusCode === 400 || error instanceof SyntaxError) {
+      return reply.code(400).send(toWordPressError('ai_invalid_request', `body: ${error.message}`, 400, { field: 'body' }))
+    }
+    if (isDatabaseUnavailable(error)) {
+      metrics.databaseUnavailable.inc()
+      request.log.warn({ err: error }, 'database unavailable')
+      reply.header('Retry-After', '5')
+      return reply.code(503).send(toWordPressError('ai_unavailable', 'The job store is unavailable right now; try again shortly.', 503))
+    }
+    // 5xx details stay in the log, with the request id the client also sees.
+    request.log.error({ err: error }, 'unhandled error')
+    return reply.code(500).send(toWordPressError('ai_internal_error', `Internal error (request ${request.id}).`, 500))
+  })
+
+  app.setNotFoundHandler((request, reply) => {
+    reply.code(404).send(toWordPressError('rest_no_route', 'No route was found matching the URL and request method.', 404))
+  })
+
+  await app.register(opsRoutes)
+  await app.register(jobRoutes, { prefix: config.routePrefix })
+
+  await events.start((jobId) => pool.abortJob(jobId, 'cancel'), () => pool.wake())
+
+  app.addHook('onClose', async () => {
+    await pool.stop(deps.startWorkers === false ? 0 : config.shutdownGraceSeconds * 1000)
+    await events.stop()
+    await registry.close()
+    if (ownsStore) await store.close()
+    if (ownsHandle) await handle.close()
+  })
+
+  await app.ready()
+  if (deps.startWorkers !== false && config.workerConcurrency > 0 && !config.workerUrl) pool.start()
+  return app
+}

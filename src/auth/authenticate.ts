@@ -1,0 +1,81 @@
+import { ApiError } from '../errors.js'
+import type { Principal } from './principal.js'
+import { verifyPublicToken } from './public-token.js'
+
+/** The WordPress side of authentication (cookie + nonce, application passwords). */
+export interface WordPressAuthenticator {
+  /** Undefined when the request carries no logged-in cookie at all. */
+  cookie(input: { method: string; cookieHeader: string; nonce: string | undefined }): Promise<
+    | { kind: 'user'; principal: Principal }
+    | { kind: 'anonymous' }
+    | { kind: 'invalid_nonce' }
+    | { kind: 'none' }
+  >
+  basic(input: { authorization: string; clientIp: string }): Promise<
+    | { kind: 'user'; principal: Principal }
+    | { kind: 'invalid' }
+    | { kind: 'throttled'; retryAfterSeconds: number }
+  >
+}
+
+export interface AuthRequest {
+  method: string
+  headers: Record<string, string | string[] | undefined>
+  query: unknown
+  ip: string
+}
+
+export interface AuthDeps {
+  publicTokenSecret: Uint8Array | undefined
+  wordpress: WordPressAuthenticator | undefined
+  now: () => number
+}
+
+function header(req: AuthRequest, name: string): string | undefined {
+  const v = req.headers[name]
+  return Array.isArray(v) ? v[0] : v
+}
+
+function unauthorized(message = 'Authentication is required: a WordPress login with its REST nonce, an application password, or a signed token.'): ApiError {
+  return new ApiError('ai_unauthorized', message)
+}
+
+/**
+ * Finds who the request acts for (SPEC §5): the WordPress cookie with its nonce, then an
+ * application password, then a signed public token. A valid cookie without a nonce makes the
+ * request anonymous and ends the search, as in WordPress; anonymous requests get 401 here.
+ */
+export async function authenticate(req: AuthRequest, deps: AuthDeps): Promise<Principal> {
+  const cookieHeader = header(req, 'cookie')
+  if (deps.wordpress && cookieHeader) {
+    const query = (req.query ?? {}) as Record<string, unknown>
+    const nonce = header(req, 'x-wp-nonce') ?? (typeof query._wpnonce === 'string' ? query._wpnonce : undefined)
+    const result = await deps.wordpress.cookie({ method: req.method, cookieHeader, nonce })
+    if (result.kind === 'user') return result.principal
+    if (result.kind === 'invalid_nonce') throw new ApiError('rest_cookie_invalid_nonce', 'Cookie check failed')
+    if (result.kind === 'anonymous') throw unauthorized('A WordPress login cookie needs its REST nonce (X-WP-Nonce header or _wpnonce parameter).')
+  }
+
+  const authorization = header(req, 'authorization')
+  if (!authorization) throw unauthorized()
+  const [scheme = '', value = ''] = authorization.trim().split(/\s+/, 2)
+
+  if (scheme.toLowerCase() === 'basic') {
+    if (!deps.wordpress) throw unauthorized('Application passwords are not available: no WordPress database is configured.')
+    const result = await deps.wordpress.basic({ authorization, clientIp: req.ip })
+    if (result.kind === 'user') return result.principal
+    if (result.kind === 'throttled') {
+      throw new ApiError('ai_too_many_auth_failures', 'Too many failed logins; try again later.', { headers: { 'Retry-After': String(result.retryAfterSeconds) } })
+    }
+    throw unauthorized('The application password is not valid.')
+  }
+
+  if (scheme.toLowerCase() === 'bearer') {
+    if (!deps.publicTokenSecret) throw unauthorized('Signed tokens are not accepted: AI_PUBLIC_TOKEN_SECRET is not set.')
+    const result = await verifyPublicToken(value, deps.publicTokenSecret, deps.now())
+    if (result.ok) return result.principal
+    throw unauthorized(`The token is not valid: ${result.reason}.`)
+  }
+
+  throw unauthorized()
+}

@@ -1,0 +1,47 @@
+import { compactVerify, errors as joseErrors } from 'jose'
+import type { Principal } from './principal.js'
+import { userOwnerKey } from './principal.js'
+
+const MAX_LIFETIME_SECONDS = 24 * 3600
+const SID = /^[A-Za-z0-9._:-]{1,128}$/
+
+export type TokenResult = { ok: true; principal: Principal } | { ok: false; reason: string }
+
+/**
+ * Verifies a signed public token (SPEC §5 item 3): HS256 only, `sub` and `exp` required, at most
+ * 24 h of life, and a `sid` that becomes the owner when `sub` is 0. The claims are checked here
+ * rather than by jose's JWT layer because WordPress may encode `sub` as a number.
+ */
+export async function verifyPublicToken(token: string, secret: Uint8Array, nowMs: number): Promise<TokenResult> {
+  let payload: Record<string, unknown>
+  try {
+    const verified = await compactVerify(token, secret, { algorithms: ['HS256'] })
+    payload = JSON.parse(new TextDecoder().decode(verified.payload)) as Record<string, unknown>
+  } catch (err) {
+    if (err instanceof joseErrors.JOSEAlgNotAllowed) return { ok: false, reason: 'only HS256 tokens are accepted' }
+    return { ok: false, reason: 'bad signature or malformed token' }
+  }
+  if (!payload || typeof payload !== 'object' || Array.isArray(payload)) return { ok: false, reason: 'claims are not an object' }
+
+  const now = Math.floor(nowMs / 1000)
+  const { exp, iat, nbf, sub, sid } = payload
+  if (typeof exp !== 'number' || !Number.isFinite(exp)) return { ok: false, reason: 'exp is required' }
+  if (exp <= now) return { ok: false, reason: 'token expired' }
+  if (nbf !== undefined && (typeof nbf !== 'number' || nbf > now)) return { ok: false, reason: 'token not yet valid' }
+  if (iat !== undefined && (typeof iat !== 'number' || iat > now + 60)) return { ok: false, reason: 'iat is in the future' }
+  // Without iat the life is measured from now, so a token can never outlive 24 h from its use.
+  const issued = typeof iat === 'number' ? iat : now
+  if (exp - issued > MAX_LIFETIME_SECONDS) return { ok: false, reason: 'token lifetime exceeds 24 h' }
+
+  const subText = typeof sub === 'number' ? String(sub) : sub
+  if (typeof subText !== 'string' || !/^(0|[1-9]\d{0,18})$/.test(subText)) return { ok: false, reason: 'sub must be a WordPress user id or 0' }
+  const userId = Number(subText)
+  if (!Number.isSafeInteger(userId)) return { ok: false, reason: 'sub is out of range' }
+
+  let ownerKey = userOwnerKey(userId)
+  if (userId === 0) {
+    if (typeof sid !== 'string' || !SID.test(sid)) return { ok: false, reason: 'sid is required for anonymous tokens (1-128 of A-Z a-z 0-9 . _ : -)' }
+    ownerKey = `s:${sid}`
+  }
+  return { ok: true, principal: { method: 'token', userId, ownerKey, canCreate: true, isAdmin: false } }
+}

@@ -1,0 +1,147 @@
+import { mkdirSync } from 'node:fs'
+import { dirname } from 'node:path'
+import SQLite from 'better-sqlite3'
+import {
+  Kysely, MysqlDialect, OperationNodeTransformer, SqliteDialect, sql,
+  type KyselyPlugin, type PluginTransformQueryArgs, type PluginTransformResultArgs,
+  type QueryResult, type RootOperationNode, type TableNode, type UnknownRow,
+} from 'kysely'
+import { createPool, type Pool, type PoolOptions } from 'mysql2'
+import type { Database } from './schema.js'
+
+export type Dialect = 'mysql' | 'sqlite'
+
+export interface DatabaseHandle {
+  db: Kysely<Database>
+  dialect: Dialect
+  /** The WordPress table prefix, e.g. `wp_`. */
+  prefix: string
+  /** `SELECT VERSION()` on MySQL/MariaDB, `sqlite_version()` on SQLite. */
+  serverVersion: string
+  close(): Promise<void>
+}
+
+export interface DatabaseOptions {
+  url: string
+  prefix: string
+  /** Connections in the MySQL pool. */
+  poolSize?: number
+}
+
+class PrefixTransformer extends OperationNodeTransformer {
+  constructor(private readonly prefix: string) {
+    super()
+  }
+
+  protected override transformTable(node: TableNode): TableNode {
+    const table = super.transformTable(node)
+    const name = table.table.identifier.name
+    return { ...table, table: { ...table.table, identifier: { ...table.table.identifier, name: this.prefix + name } } }
+  }
+}
+
+/**
+ * Adds the WordPress table prefix to every table a query names, so the code can say `ai_jobs`
+ * or `usermeta` and the SQL reads `wp_ai_jobs` or `wp_usermeta`.
+ */
+export class TablePrefixPlugin implements KyselyPlugin {
+  private readonly transformer: PrefixTransformer
+  constructor(prefix: string) {
+    this.transformer = new PrefixTransformer(prefix)
+  }
+  transformQuery(args: PluginTransformQueryArgs): RootOperationNode {
+    return this.transformer.transformNode(args.node)
+  }
+  async transformResult(args: PluginTransformResultArgs): Promise<QueryResult<UnknownRow>> {
+    return args.result
+  }
+}
+
+const MIN_MYSQL = [8, 0, 1]
+const MIN_MARIADB = [10, 6, 0]
+
+/** Refuses servers without `SKIP LOCKED` (MySQL < 8.0.1, MariaDB < 10.6). */
+export function checkServerVersion(version: string): void {
+  const isMaria = /mariadb/i.test(version)
+  const parts = (version.match(/^(\d+)\.(\d+)\.(\d+)/) ?? []).slice(1).map(Number)
+  const min = isMaria ? MIN_MARIADB : MIN_MYSQL
+  if (parts.length !== 3) throw new Error(`cannot read the database version from "${version}"`)
+  for (let i = 0; i < 3; i++) {
+    if (parts[i]! > min[i]!) return
+    if (parts[i]! < min[i]!) {
+      throw new Error(`${isMaria ? 'MariaDB' : 'MySQL'} ${version} is too old: wp-ai-gateway needs ${isMaria ? 'MariaDB 10.6' : 'MySQL 8.0.1'} or newer (for FOR UPDATE SKIP LOCKED)`)
+    }
+  }
+}
+
+export function mysqlPoolOptions(url: string, poolSize: number): PoolOptions {
+  const u = new URL(url)
+  const socket = u.searchParams.get('socket')
+  return {
+    ...(socket ? { socketPath: socket } : { host: u.hostname || '127.0.0.1', port: u.port ? Number(u.port) : 3306 }),
+    user: decodeURIComponent(u.username || 'root'),
+    password: decodeURIComponent(u.password),
+    database: decodeURIComponent(u.pathname.replace(/^\//, '')),
+    connectionLimit: poolSize,
+    maxIdle: poolSize,
+    idleTimeout: 60_000,
+    enableKeepAlive: true,
+    connectTimeout: 5_000,
+    charset: 'utf8mb4_unicode_520_ci',
+    timezone: 'Z',
+    // Times come back as text in the same form the repository writes (src/db/time.ts).
+    dateStrings: true,
+    supportBigNumbers: true,
+    bigNumberStrings: false,
+    decimalNumbers: true,
+  }
+}
+
+function openMysql(options: DatabaseOptions): { db: Kysely<Database>; pool: Pool } {
+  const pool = createPool(mysqlPoolOptions(options.url, options.poolSize ?? 10))
+  pool.on('connection', (conn) => {
+    // READ COMMITTED: under REPEATABLE READ a claim that scans past the last pending row takes a
+    // gap lock that stalls concurrent INSERTs. UTC so DATETIME(3) values mean the same everywhere.
+    conn.query("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED, time_zone = '+00:00', sql_mode = CONCAT(@@sql_mode, ',STRICT_TRANS_TABLES')")
+  })
+  const db = new Kysely<Database>({ dialect: new MysqlDialect({ pool }), plugins: [new TablePrefixPlugin(options.prefix)] })
+  return { db, pool }
+}
+
+function openSqlite(options: DatabaseOptions): { db: Kysely<Database>; raw: SQLite.Database } {
+  const path = options.url.replace(/^sqlite:(\/\/)?/, '')
+  if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true })
+  const raw = new SQLite(path)
+  raw.pragma('journal_mode = WAL')
+  raw.pragma('synchronous = NORMAL')
+  raw.pragma('busy_timeout = 5000')
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: raw }), plugins: [new TablePrefixPlugin(options.prefix)] })
+  return { db, raw }
+}
+
+export function dialectOf(url: string): Dialect {
+  if (url.startsWith('sqlite:')) return 'sqlite'
+  if (url.startsWith('mysql://') || url.startsWith('mariadb://')) return 'mysql'
+  throw new Error(`DATABASE_URL must start with mysql:// or sqlite: (got "${url.split(':')[0]}:")`)
+}
+
+/** Opens the database and checks the server version; it does not run migrations. */
+export async function openDatabase(options: DatabaseOptions): Promise<DatabaseHandle> {
+  const dialect = dialectOf(options.url)
+  if (dialect === 'sqlite') {
+    const { db } = openSqlite(options)
+    const row = await sql<{ v: string }>`select sqlite_version() as v`.execute(db)
+    return { db, dialect, prefix: options.prefix, serverVersion: row.rows[0]!.v, close: () => db.destroy() }
+  }
+  const { db } = openMysql({ ...options, url: options.url.replace(/^mariadb:/, 'mysql:') })
+  try {
+    // The handshake reports `5.5.5-10.x-MariaDB` on MariaDB; VERSION() is the real one.
+    const row = await sql<{ v: string }>`SELECT VERSION() AS v`.execute(db)
+    const version = row.rows[0]!.v
+    checkServerVersion(version)
+    return { db, dialect, prefix: options.prefix, serverVersion: version, close: () => db.destroy() }
+  } catch (err) {
+    await db.destroy().catch(() => {})
+    throw err
+  }
+}

@@ -1,0 +1,74 @@
+import type { ColumnType, Generated } from 'kysely'
+
+/** Times are UTC strings `YYYY-MM-DD HH:MM:SS.mmm` in both dialects (see src/db/time.ts). */
+export type DbTime = string
+
+export type JobStatus = 'pending' | 'running' | 'succeeded' | 'failed' | 'canceled'
+export const TERMINAL_STATUSES: readonly JobStatus[] = ['succeeded', 'failed', 'canceled']
+
+/** `{prefix}ai_jobs`: the seed's columns first, then the queue columns of SPEC §3. */
+export interface JobsTable {
+  id: Generated<number>
+  user_id: number
+  status: JobStatus
+  input_hash: string
+  request_json: string
+  result_json: string | null
+  error_text: string | null
+  created_at: DbTime
+  updated_at: DbTime
+  idempotency_key: string
+  webhook_ts: DbTime | null
+  owner_key: string
+  model: string
+  request_id: string
+  attempts: ColumnType<number, number | undefined, number>
+  run_after: DbTime
+  lease_owner: string | null
+  lease_expires_at: DbTime | null
+  started_at: DbTime | null
+  dispatched_at: DbTime | null
+  dispatch_attempt: ColumnType<number, number | undefined, number>
+  provider_ms: number | null
+  worker_ms: number | null
+  input_tokens: number | null
+  output_tokens: number | null
+  version: ColumnType<number, number | undefined, number>
+}
+
+/** WordPress's own tables, read only. */
+export interface UsersTable {
+  ID: number
+  user_login: string
+  user_pass: string
+  user_email: string
+}
+export interface UserMetaTable {
+  umeta_id: number
+  user_id: number
+  meta_key: string | null
+  meta_value: string | null
+}
+export interface OptionsTable {
+  option_id: number
+  option_name: string
+  option_value: string
+}
+export interface SiteMetaTable {
+  meta_id: number
+  site_id: number
+  meta_key: string | null
+  meta_value: string | null
+}
+
+/**
+ * Table names without the WordPress prefix; the TablePrefixPlugin in database.ts adds it to
+ * every table reference, so queries are written as `db.selectFrom('ai_jobs')`.
+ */
+export interface Database {
+  ai_jobs: JobsTable
+  users: UsersTable
+  usermeta: UserMetaTable
+  options: OptionsTable
+  sitemeta: SiteMetaTable
+}

@@ -1,0 +1,95 @@
+import { EventEmitter } from 'node:events'
+import type { LimitDecision, Store } from './types.js'
+
+interface Entry {
+  value: string
+  expiresAt: number
+}
+
+/** The in-process store: right for one replica only (SPEC §2), and the fallback when Redis is down. */
+export class MemoryStore implements Store {
+  readonly kind = 'memory' as const
+  private readonly values = new Map<string, Entry>()
+  private readonly windows = new Map<string, number[]>()
+  private readonly events = new EventEmitter()
+  private readonly sweeper: NodeJS.Timeout
+
+  constructor(private readonly now: () => number = Date.now) {
+    this.events.setMaxListeners(0)
+    this.sweeper = setInterval(() => this.sweep(), 30_000)
+    this.sweeper.unref()
+  }
+
+  async consume(key: string, limit: number, windowMs: number, nowMs: number): Promise<LimitDecision> {
+    const hits = (this.windows.get(key) ?? []).filter((t) => t > nowMs - windowMs)
+    if (hits.length >= limit) {
+      this.windows.set(key, hits)
+      return { allowed: false, remaining: 0, resetMs: Math.max(0, hits[hits.length - limit]! + windowMs - nowMs) }
+    }
+    hits.push(nowMs)
+    this.windows.set(key, hits)
+    return { allowed: true, remaining: limit - hits.length, resetMs: Math.max(0, hits[0]! + windowMs - nowMs) }
+  }
+
+  async increment(key: string, ttlMs: number): Promise<number> {
+    const entry = this.live(key)
+    const next = (entry ? Number(entry.value) : 0) + 1
+    this.values.set(key, { value: String(next), expiresAt: entry ? entry.expiresAt : this.now() + ttlMs })
+    return next
+  }
+
+  async get(key: string): Promise<string | null> {
+    return this.live(key)?.value ?? null
+  }
+
+  async set(key: string, value: string, ttlMs: number): Promise<void> {
+    this.values.set(key, { value, expiresAt: this.now() + ttlMs })
+  }
+
+  async setIfAbsent(key: string, value: string, ttlMs: number): Promise<boolean> {
+    if (this.live(key)) return false
+    this.values.set(key, { value, expiresAt: this.now() + ttlMs })
+    return true
+  }
+
+  async del(key: string): Promise<void> {
+    this.values.delete(key)
+  }
+
+  async publish(channel: string, message: string): Promise<void> {
+    this.events.emit(channel, message)
+  }
+
+  async subscribe(channel: string, handler: (message: string) => void): Promise<() => Promise<void>> {
+    this.events.on(channel, handler)
+    return async () => {
+      this.events.off(channel, handler)
+    }
+  }
+
+  async ping(): Promise<void> {}
+
+  async close(): Promise<void> {
+    clearInterval(this.sweeper)
+    this.events.removeAllListeners()
+  }
+
+  private live(key: string): Entry | undefined {
+    const entry = this.values.get(key)
+    if (!entry) return undefined
+    if (entry.expiresAt <= this.now()) {
+      this.values.delete(key)
+      return undefined
+    }
+    return entry
+  }
+
+  private sweep(): void {
+    const now = this.now()
+    for (const [k, e] of this.values) if (e.expiresAt <= now) this.values.delete(k)
+    for (const [k, hits] of this.windows) {
+      // Windows are at most a day in practice; drop keys idle longer than that.
+      if (hits.length === 0 || hits[hits.length - 1]! < now - 86_400_000) this.windows.delete(k)
+    }
+  }
+}

@@ -1,0 +1,74 @@
+import type { Logger } from 'pino'
+import type { MemoryStore } from './memory-store.js'
+import type { LimitDecision, Store } from './types.js'
+
+/**
+ * Redis first, process memory while Redis is down (SPEC §6: creation and reads go on; limits fall
+ * back to per-process memory; this is logged and counted).
+ */
+export class ResilientStore implements Store {
+  readonly kind = 'redis' as const
+  private lastWarn = 0
+
+  constructor(
+    private readonly redis: Store,
+    private readonly memory: MemoryStore,
+    private readonly logger: Logger,
+    private readonly onFallback: (operation: string) => void = () => {},
+  ) {}
+
+  private async either<T>(operation: string, primary: () => Promise<T>, fallback: () => Promise<T>): Promise<T> {
+    try {
+      return await primary()
+    } catch (err) {
+      this.onFallback(operation)
+      const now = Date.now()
+      if (now - this.lastWarn > 10_000) {
+        this.lastWarn = now
+        this.logger.warn({ err, operation }, 'Redis unavailable: using per-process memory until it returns')
+      }
+      return fallback()
+    }
+  }
+
+  consume(key: string, limit: number, windowMs: number, nowMs: number): Promise<LimitDecision> {
+    return this.either('consume', () => this.redis.consume(key, limit, windowMs, nowMs), () => this.memory.consume(key, limit, windowMs, nowMs))
+  }
+  increment(key: string, ttlMs: number): Promise<number> {
+    return this.either('increment', () => this.redis.increment(key, ttlMs), () => this.memory.increment(key, ttlMs))
+  }
+  get(key: string): Promise<string | null> {
+    return this.either('get', () => this.redis.get(key), () => this.memory.get(key))
+  }
+  set(key: string, value: string, ttlMs: number): Promise<void> {
+    return this.either('set', () => this.redis.set(key, value, ttlMs), () => this.memory.set(key, value, ttlMs))
+  }
+  setIfAbsent(key: string, value: string, ttlMs: number): Promise<boolean> {
+    return this.either('setIfAbsent', () => this.redis.setIfAbsent(key, value, ttlMs), () => this.memory.setIfAbsent(key, value, ttlMs))
+  }
+  del(key: string): Promise<void> {
+    return this.either('del', () => this.redis.del(key), () => this.memory.del(key))
+  }
+  publish(channel: string, message: string): Promise<void> {
+    // Local subscribers always hear it; other replicas rely on Redis (or their fallback poll).
+    void this.memory.publish(channel, message)
+    return this.either('publish', () => this.redis.publish(channel, message), async () => {})
+  }
+  async subscribe(channel: string, handler: (message: string) => void): Promise<() => Promise<void>> {
+    // Local events arrive through memory; remote ones through Redis. A message this process
+    // published reaches it twice, which wake-ups and cache drops tolerate.
+    const offMemory = await this.memory.subscribe(channel, handler)
+    const offRedis = await this.redis.subscribe(channel, handler)
+    return async () => {
+      await offMemory()
+      await offRedis()
+    }
+  }
+  ping(): Promise<void> {
+    return this.redis.ping()
+  }
+  async close(): Promise<void> {
+    await this.redis.close()
+    await this.memory.close()
+  }
+}

@@ -1,0 +1,33 @@
+/**
+ * The shared store: Redis when `REDIS_URL` is set, process memory otherwise. It holds what
+ * replicas must agree on that does not belong in MySQL: rate windows, throttles, the webhook
+ * replay guard, short caches, and the events that wake pools and streams.
+ */
+export interface LimitDecision {
+  allowed: boolean
+  /** Hits left in the window after this one (0 when refused). */
+  remaining: number
+  /** Milliseconds until a hit leaves the window (when refused: until one more is allowed). */
+  resetMs: number
+}
+
+export interface Store {
+  readonly kind: 'redis' | 'memory'
+  /**
+   * Sliding-window limiter: records a hit for `key` at `nowMs` when fewer than `limit` hits
+   * lie in the last `windowMs`, and refuses otherwise without recording.
+   */
+  consume(key: string, limit: number, windowMs: number, nowMs: number): Promise<LimitDecision>
+  /** Adds 1 to a counter that expires `ttlMs` after its first hit; returns the new count. */
+  increment(key: string, ttlMs: number): Promise<number>
+  get(key: string): Promise<string | null>
+  set(key: string, value: string, ttlMs: number): Promise<void>
+  /** Sets the key only when absent; true when this call set it. */
+  setIfAbsent(key: string, value: string, ttlMs: number): Promise<boolean>
+  del(key: string): Promise<void>
+  publish(channel: string, message: string): Promise<void>
+  /** Returns an unsubscribe function. */
+  subscribe(channel: string, handler: (message: string) => void): Promise<() => Promise<void>>
+  ping(): Promise<void>
+  close(): Promise<void>
+}

@@ -1,0 +1,271 @@
+import { randomBytes } from 'node:crypto'
+import { hostname } from 'node:os'
+import type { Logger } from 'pino'
+import type { Clock } from '../clock.js'
+import type { DatabaseHandle } from '../db/database.js'
+import {
+  claimJobs, finishJob, reapExpiredLeases, renewLeases, requeueJob, type JobRow, type Outcome,
+} from '../db/jobs-repository.js'
+import { toError } from '../errors.js'
+import { jobBackoffMs } from './backoff.js'
+
+/** Why a running job's AbortSignal fired. */
+export type AbortReason = 'cancel' | 'shutdown' | 'lease_lost'
+
+/**
+ * What running one claimed job decided. The pool writes it, fenced on the lease, so the executor
+ * never touches the database itself.
+ */
+export type JobDecision =
+  | { kind: 'finish'; outcome: Outcome }
+  | { kind: 'retry'; errorText: string; resultJson?: string | null }
+  /** Put back without spending the attempt (an open breaker, shutdown), not before `runAfterMs`. */
+  | { kind: 'release'; runAfterMs: number; reason: string }
+  /** Nothing to write: the job was canceled or its lease is gone. */
+  | { kind: 'drop'; reason: string }
+
+export type JobExecutor = (row: JobRow, signal: AbortSignal, abortReason: () => AbortReason | undefined) => Promise<JobDecision>
+
+export interface PoolOptions {
+  handle: DatabaseHandle
+  clock: Clock
+  logger: Logger
+  execute: JobExecutor
+  concurrency: number
+  leaseMs: number
+  maxAttempts: number
+  /** The fallback poll; wake-ups normally come at once from creates and from Redis. */
+  pollMs?: number
+  reapEveryMs?: number
+  /** Called after every state change the pool writes, so caches and streams can follow. */
+  onChange?: (jobId: number) => void
+  onError?: (where: string, err: Error) => void
+}
+
+interface Running {
+  row: JobRow
+  controller: AbortController
+  reason: AbortReason | undefined
+  done: Promise<void>
+}
+
+/**
+ * The in-process worker pool: claims due jobs in batches up to its free slots, runs each through
+ * the executor outside any transaction, renews their leases while they run, and returns expired
+ * leases of dead workers to the queue.
+ */
+export class WorkerPool {
+  readonly workerId = `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`
+  private readonly running = new Map<number, Running>()
+  private timers: NodeJS.Timeout[] = []
+  private filling = false
+  private wakeAgain = false
+  private stopping = false
+  private started = false
+  private claimFailures = 0
+  private claimPausedUntil = 0
+
+  constructor(private readonly options: PoolOptions) {}
+
+  get size(): number {
+    return this.running.size
+  }
+
+  get isRunning(): boolean {
+    return this.started && !this.stopping
+  }
+
+  runningIds(): number[] {
+    return [...this.running.keys()]
+  }
+
+  start(): void {
+    if (this.started || this.options.concurrency <= 0) return
+    this.started = true
+    const { pollMs = 500, reapEveryMs = 5_000, leaseMs } = this.options
+    this.timers.push(setInterval(() => this.wake(), pollMs))
+    this.timers.push(setInterval(() => void this.heartbeat(), Math.max(250, Math.floor(leaseMs / 3))))
+    this.timers.push(setInterval(() => void this.reap(), reapEveryMs))
+    for (const t of this.timers) t.unref()
+    void this.reap()
+    this.wake()
+  }
+
+  /** Claims at once; coalesces wake-ups that arrive while a claim round is under way. */
+  wake(): void {
+    if (!this.started || this.stopping) return
+    if (this.filling) {
+      this.wakeAgain = true
+      return
+    }
+    void this.fill()
+  }
+
+  /** Claims one batch and waits for those jobs to finish. For tests and tools; needs no start(). */
+  async runOnce(): Promise<number> {
+    const rows = await this.claim()
+    await Promise.all(rows.map((row) => this.launch(row).done))
+    return rows.length
+  }
+
+  /** Aborts a job running here (a cancel seen through the API or an event). */
+  abortJob(jobId: number, reason: AbortReason): boolean {
+    const job = this.running.get(jobId)
+    if (!job) return false
+    job.reason ??= reason
+    job.controller.abort(new Error(`job ${reason}`))
+    return true
+  }
+
+  /**
+   * SIGTERM: stop claiming, give running jobs `graceMs` to finish, then abort the rest and
+   * release them to `pending` without spending an attempt.
+   */
+  async stop(graceMs: number): Promise<void> {
+    this.stopping = true
+    for (const t of this.timers) clearInterval(t)
+    this.timers = []
+    const all = () => Promise.all([...this.running.values()].map((r) => r.done))
+    let timer: NodeJS.Timeout | undefined
+    const graceOver = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), graceMs)
+    })
+    const first = await Promise.race([all().then(() => 'done' as const), graceOver])
+    clearTimeout(timer)
+    if (first === 'timeout') {
+      for (const id of this.running.keys()) this.abortJob(id, 'shutdown')
+      await all()
+    }
+  }
+
+  private async fill(): Promise<void> {
+    this.filling = true
+    try {
+      do {
+        this.wakeAgain = false
+        const free = this.options.concurrency - this.running.size
+        if (free <= 0 || this.stopping) break
+        const rows = await this.claim(free)
+        for (const row of rows) this.launch(row)
+        // A full batch means more may be waiting; so does a wake-up that arrived meanwhile.
+        if (rows.length === free) this.wakeAgain = true
+      } while (this.wakeAgain && !this.stopping)
+    } finally {
+      this.filling = false
+    }
+  }
+
+  private async claim(limit = this.options.concurrency - this.running.size): Promise<JobRow[]> {
+    const now = this.options.clock.now()
+    if (now < this.claimPausedUntil) return []
+    try {
+      const rows = await claimJobs(this.options.handle, { limit, nowMs: now, leaseOwner: this.workerId, leaseMs: this.options.leaseMs })
+      this.claimFailures = 0
+      return rows
+    } catch (err) {
+      // The database is down or busy: back off (up to 5 s) and let the poll try again.
+      this.claimFailures++
+      this.claimPausedUntil = now + Math.min(5_000, 100 * 2 ** this.claimFailures)
+      this.report('claim', err)
+      return []
+    }
+  }
+
+  private launch(row: JobRow): Running {
+    const controller = new AbortController()
+    const entry: Running = { row, controller, reason: undefined, done: Promise.resolve() }
+    this.running.set(row.id, entry)
+    entry.done = this.execute(entry).finally(() => {
+      this.running.delete(row.id)
+      this.wake()
+    })
+    return entry
+  }
+
+  private async execute(entry: Running): Promise<void> {
+    const { row, controller } = entry
+    let decision: JobDecision
+    try {
+      decision = await this.options.execute(row, controller.signal, () => entry.reason)
+    } catch (err) {
+      // Any throw must still release the job: an executor bug counts as a failed attempt.
+      decision = { kind: 'retry', errorText: `worker error: ${toError(err).message}` }
+    }
+    if (entry.reason === 'shutdown' && decision.kind !== 'finish') {
+      decision = { kind: 'release', runAfterMs: this.options.clock.now(), reason: 'shutdown' }
+    }
+    try {
+      await this.write(row, decision)
+    } catch (err) {
+      // The write failed (database down): the lease will expire and the reaper returns the job.
+      this.report(`write job ${row.id}`, err)
+    }
+  }
+
+  private async write(row: JobRow, decision: JobDecision): Promise<void> {
+    const { handle, clock, logger, maxAttempts } = this.options
+    const now = clock.now()
+    let written = false
+    switch (decision.kind) {
+      case 'finish':
+        written = await finishJob(handle.db, row.id, this.workerId, decision.outcome, now)
+        break
+      case 'retry': {
+        if (row.attempts >= maxAttempts) {
+          written = await finishJob(handle.db, row.id, this.workerId, {
+            status: 'failed', resultJson: decision.resultJson ?? null,
+            errorText: `${decision.errorText} (gave up after ${row.attempts} attempts)`,
+            providerMs: null, workerMs: null, inputTokens: null, outputTokens: null,
+          }, now)
+        } else {
+          written = await requeueJob(handle.db, row.id, this.workerId, {
+            runAfterMs: now + jobBackoffMs(row.attempts, clock.random()), errorText: decision.errorText, refundAttempt: false,
+          }, now)
+        }
+        break
+      }
+      case 'release':
+        written = await requeueJob(handle.db, row.id, this.workerId, { runAfterMs: decision.runAfterMs, errorText: row.error_text, refundAttempt: true }, now)
+        break
+      case 'drop':
+        logger.info({ jobId: row.id, reason: decision.reason }, 'job result dropped')
+        return
+    }
+    if (written) {
+      this.options.onChange?.(row.id)
+    } else {
+      // Zero rows: the lease moved on (expired and re-claimed, or the job was canceled).
+      logger.warn({ jobId: row.id, decision: decision.kind }, 'job no longer held by this worker; result dropped')
+    }
+  }
+
+  private async heartbeat(): Promise<void> {
+    const ids = [...this.running.keys()]
+    if (ids.length === 0) return
+    try {
+      const lost = await renewLeases(this.options.handle.db, ids, this.workerId, this.options.clock.now(), this.options.leaseMs)
+      for (const id of lost) this.abortJob(id, 'lease_lost')
+    } catch (err) {
+      this.report('heartbeat', err)
+    }
+  }
+
+  private async reap(): Promise<void> {
+    const { handle, clock, maxAttempts } = this.options
+    try {
+      const r = await reapExpiredLeases(handle.db, clock.now(), maxAttempts, 1_000)
+      if (r.requeued + r.failed > 0) {
+        this.options.logger.warn(r, 'expired leases returned to the queue')
+        this.wake()
+      }
+    } catch (err) {
+      this.report('reaper', err)
+    }
+  }
+
+  private report(where: string, err: unknown): void {
+    const e = toError(err)
+    this.options.onError?.(where, e)
+    this.options.logger.warn({ err: e, where }, 'worker pool error')
+  }
+}
