@@ -104,7 +104,7 @@ export async function claimJobs(handle: DatabaseHandle, options: ClaimOptions): 
       .returningAll()
       .execute()
   }
-  return handle.db.transaction().execute(async (trx) => {
+  return retryOnLockConflict(() => handle.db.transaction().execute(async (trx) => {
     // SKIP LOCKED lets replicas claim side by side without waiting on each other's rows. The
     // `claim (status, run_after, id)` index matches this ORDER BY, so InnoDB locks only the rows
     // it returns; READ COMMITTED (set per connection) takes no gap locks that would stall INSERTs.
@@ -117,7 +117,25 @@ export async function claimJobs(handle: DatabaseHandle, options: ClaimOptions): 
     const ids = picked.map((r) => r.id)
     await trx.updateTable('ai_jobs').set(running).where('id', 'in', ids).execute()
     return trx.selectFrom('ai_jobs').selectAll().where('id', 'in', ids).orderBy('run_after').orderBy('id').execute()
-  })
+  }))
+}
+
+/** MySQL's deadlock (1213) and lock wait timeout (1205): the transaction was rolled back and may simply run again. */
+export function isLockConflict(err: unknown): boolean {
+  const e = err as { errno?: number; code?: string } | null
+  return e?.errno === 1213 || e?.errno === 1205 || e?.code === 'ER_LOCK_DEADLOCK' || e?.code === 'ER_LOCK_WAIT_TIMEOUT'
+}
+
+/** Runs `fn` again after a lock conflict, up to 5 times, with full jitter (10 ms → 320 ms). */
+export async function retryOnLockConflict<T>(fn: () => Promise<T>, random: () => number = Math.random): Promise<T> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await fn()
+    } catch (err) {
+      if (!isLockConflict(err) || attempt >= 4) throw err
+      await new Promise((resolve) => setTimeout(resolve, Math.floor(random() * 10 * 2 ** (attempt + 1))))
+    }
+  }
 }
 
 /** Renews the leases this worker still holds; returns the ids it no longer holds. */
