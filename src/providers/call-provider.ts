@@ -1,0 +1,98 @@
+import type { Clock } from '../clock.js'
+import { toError } from '../errors.js'
+import type { CircuitBreaker } from './circuit-breaker.js'
+import { BreakerOpen, ProviderAborted, ProviderError, ProviderRejected } from './errors.js'
+import { withRetries, type RetryInfo, type Sleep } from './retry.js'
+import type { Provider, ProviderRequest, ProviderResult } from './types.js'
+
+export { BreakerOpen } from './errors.js'
+
+export interface CallProviderOptions {
+  clock: Clock
+  /** Aborted on cancel, shutdown and a lost lease; it replaces any signal on `request`. */
+  signal: AbortSignal
+  sleep?: Sleep
+  /** Tries within this attempt. Default 3 (`RETRY_DEFAULTS`). */
+  maxWithinAttempt?: number
+  baseMs?: number
+  capMs?: number
+  maxRetryAfterMs?: number
+  onRetry?: (info: RetryInfo) => void
+}
+
+export interface CallProviderResult {
+  result: ProviderResult
+  /** Duration of the try that succeeded: the provider's own latency. */
+  providerMs: number
+  /** The whole call: every try and every backoff wait. */
+  totalMs: number
+  /** Tries made, the successful one included. */
+  tries: number
+}
+
+/**
+ * One attempt at a job's provider call, as the worker pool makes it:
+ * 1. the breaker is asked first; if it refuses, `BreakerOpen` is thrown and nothing is sent
+ *    (the pool leaves the job waiting until `err.retryAt` without spending an attempt);
+ * 2. the call runs under `withRetries` (full-jitter backoff, `Retry-After` honoured);
+ * 3. every try is reported to the breaker: a retryable error is a failure; any answer, a
+ *    terminal 4xx included, is a success (the provider is reachable); an abort is neutral.
+ *    Retries stop early when the breaker opens meanwhile.
+ * Throws the classified `ProviderError` (terminal, aborted, or the last retryable one).
+ */
+export async function callProvider(
+  resolved: { provider: Provider; breaker: CircuitBreaker },
+  request: Omit<ProviderRequest, 'signal'>,
+  options: CallProviderOptions,
+): Promise<CallProviderResult> {
+  const { provider, breaker } = resolved
+  const { clock, signal } = options
+  if (signal.aborted) throw new ProviderAborted(provider.name, { cause: signal.reason })
+  const now = clock.now()
+  if (!breaker.canRun(now)) throw new BreakerOpen(provider.name, breaker.key, breaker.retryAt(now), now)
+
+  const started = clock.now()
+  let tries = 0
+  let providerMs = 0
+  let reported = false
+  try {
+    const result = await withRetries(
+      async (tryIndex) => {
+        // The first try was admitted above; a later one goes only while the breaker is closed.
+        tries = tryIndex + 1
+        const tryStarted = clock.now()
+        reported = false
+        try {
+          const answer = await provider.complete({ ...request, signal })
+          providerMs = clock.now() - tryStarted
+          breaker.onSuccess()
+          reported = true
+          return answer
+        } catch (caught) {
+          const error = toError(caught)
+          if (error instanceof ProviderRejected && error.status !== undefined) breaker.onSuccess()
+          else if (error instanceof ProviderError && error.retryable) breaker.onFailure(clock.now())
+          else breaker.onNeutral()
+          reported = true
+          throw error
+        }
+      },
+      {
+        clock,
+        signal,
+        provider: provider.name,
+        shouldRetry: () => breaker.state === 'closed',
+        ...(options.sleep && { sleep: options.sleep }),
+        ...(options.maxWithinAttempt !== undefined && { maxWithinAttempt: options.maxWithinAttempt }),
+        ...(options.baseMs !== undefined && { baseMs: options.baseMs }),
+        ...(options.capMs !== undefined && { capMs: options.capMs }),
+        ...(options.maxRetryAfterMs !== undefined && { maxRetryAfterMs: options.maxRetryAfterMs }),
+        ...(options.onRetry && { onRetry: options.onRetry }),
+      },
+    )
+    return { result, providerMs, totalMs: clock.now() - started, tries }
+  } finally {
+    // An abort during a backoff wait leaves a half-open probe reserved; free it.
+    if (!reported) breaker.onNeutral()
+  }
+}
