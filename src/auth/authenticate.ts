@@ -49,7 +49,8 @@ export async function authenticate(req: AuthRequest, deps: AuthDeps): Promise<Pr
   const cookieHeader = header(req, 'cookie')
   if (deps.wordpress && cookieHeader) {
     const query = (req.query ?? {}) as Record<string, unknown>
-    const nonce = header(req, 'x-wp-nonce') ?? (typeof query._wpnonce === 'string' ? query._wpnonce : undefined)
+    // WordPress reads `_wpnonce` first, then the X-WP-Nonce header (rest_cookie_check_errors).
+    const nonce = typeof query._wpnonce === 'string' ? query._wpnonce : header(req, 'x-wp-nonce')
     const result = await deps.wordpress.cookie({ method: req.method, cookieHeader, nonce })
     if (result.kind === 'user') return result.principal
     if (result.kind === 'invalid_nonce') throw new ApiError('rest_cookie_invalid_nonce', 'Cookie check failed')

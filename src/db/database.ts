@@ -102,7 +102,11 @@ function openMysql(options: DatabaseOptions): { db: Kysely<Database>; pool: Pool
   pool.on('connection', (conn) => {
     // READ COMMITTED: under REPEATABLE READ a claim that scans past the last pending row takes a
     // gap lock that stalls concurrent INSERTs. UTC so DATETIME(3) values mean the same everywhere.
-    conn.query("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED, time_zone = '+00:00', sql_mode = CONCAT(@@sql_mode, ',STRICT_TRANS_TABLES')")
+    // Two statements: `SET TRANSACTION` takes no other variables, and the variable's name differs
+    // (`tx_isolation` on MariaDB before 11.1, `transaction_isolation` on MySQL 8). mysql2 runs them
+    // in order before the first query the pool hands this connection to.
+    conn.query('SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED')
+    conn.query("SET SESSION time_zone = '+00:00', sql_mode = CONCAT(@@sql_mode, ',STRICT_TRANS_TABLES')")
   })
   const db = new Kysely<Database>({ dialect: new MysqlDialect({ pool }), plugins: [new TablePrefixPlugin(options.prefix)] })
   return { db, pool }

@@ -1,0 +1,242 @@
+/**
+ * Application passwords: `Authorization: Basic user:password`, checked as
+ * wp_authenticate_application_password() does (wp-includes/user.php), plus what WordPress leaves
+ * to plugins and the gateway must add: throttling of failed attempts and a short cache of
+ * verified passwords.
+ */
+import { createHash } from 'node:crypto'
+import { blake2b } from '@noble/hashes/blake2'
+import type { Clock } from '../clock.js'
+import type { Store } from '../store/types.js'
+import { checkWordPressPassword, constantTimeEqual } from './phpass.js'
+import { isPhpArray, phpArrayGet, type PhpValue } from './php-unserialize.js'
+
+/** Failed attempts allowed per client address and per login within the window. */
+export const DEFAULT_MAX_FAILURES = 10
+export const DEFAULT_FAILURE_WINDOW_MS = 5 * 60_000
+/** How long a verified password is trusted without re-hashing. At most 10 s (SPEC §5). */
+export const DEFAULT_VERIFIED_CACHE_MS = 5_000
+const MAX_VERIFIED_CACHE_MS = 10_000
+const MAX_VERIFIED_ENTRIES = 10_000
+
+// WordPress 6.8's wp_fast_hash(): sodium_crypto_generichash($message, 'wp_fast_hash_6.8+', 30).
+const FAST_HASH_KEY = new TextEncoder().encode('wp_fast_hash_6.8+')
+const FAST_HASH_PREFIX = '$generic$'
+
+export interface BasicCredentials {
+  username: string
+  password: string
+}
+
+/**
+ * The user and password PHP would put in PHP_AUTH_USER / PHP_AUTH_PW: a case-insensitive
+ * `Basic ` scheme, lenient base64 (as php_base64_decode), split at the first colon.
+ */
+export function parseBasicAuthorization(header: string | undefined): BasicCredentials | undefined {
+  if (!header || !/^basic /i.test(header)) return undefined
+  const decoded = Buffer.from(header.slice(6).trim(), 'base64').toString('utf8')
+  const colon = decoded.indexOf(':')
+  if (colon < 0) return undefined
+  return { username: decoded.slice(0, colon), password: decoded.slice(colon + 1) }
+}
+
+/**
+ * WordPress strips everything but ASCII letters and digits, so the chunked form shown at
+ * creation ("abcd efgh …") works as well as the bare one. Generated passwords are alphanumeric.
+ */
+export function normalizeApplicationPassword(password: string): string {
+  return password.replace(/[^a-z\d]/gi, '')
+}
+
+/** wp_fast_hash(): `$generic$` + base64url of a keyed 30-byte BLAKE2b (no padding is needed at 30 bytes). */
+export function wpFastHash(message: string): string {
+  const digest = blake2b(new TextEncoder().encode(message), { key: FAST_HASH_KEY, dkLen: 30 })
+  return FAST_HASH_PREFIX + Buffer.from(digest).toString('base64url')
+}
+
+/**
+ * WP_Application_Passwords::check_password(): `$generic$` hashes (6.8+) by BLAKE2b, older ones
+ * through wp_check_password() (phpass `$P$`, legacy MD5).
+ */
+export function checkApplicationPassword(password: string, storedHash: string): boolean {
+  if (storedHash.startsWith(FAST_HASH_PREFIX)) return constantTimeEqual(wpFastHash(password), storedHash)
+  return checkWordPressPassword(password, storedHash)
+}
+
+/** The stored hashes from the unserialized `_application_passwords` user meta. */
+export function applicationPasswordHashes(meta: PhpValue | undefined): string[] {
+  if (!isPhpArray(meta)) return []
+  const hashes: string[] = []
+  for (const item of meta.values()) {
+    const hash = isPhpArray(item) ? phpArrayGet(item, 'password') : undefined
+    if (typeof hash === 'string' && hash !== '') hashes.push(hash)
+  }
+  return hashes
+}
+
+/** WordPress's is_email() (without its filters): the test that allows a login by e-mail. */
+export function isEmail(text: string): boolean {
+  if (text.length < 6) return false
+  const at = text.indexOf('@', 1)
+  if (at < 0) return false
+  const local = text.slice(0, at)
+  const domain = text.slice(at + 1)
+  if (!/^[a-zA-Z0-9!#$%&'*+/=?^_`{|}~.-]+$/.test(local)) return false
+  if (/\.{2,}/.test(domain)) return false
+  if (domain.replace(/^[ \t\n\r\0\x0B.]+|[ \t\n\r\0\x0B.]+$/g, '') !== domain) return false
+  const subs = domain.split('.')
+  if (subs.length < 2) return false
+  return subs.every((sub) => sub.replace(/^[ \t\n\r\0\x0B-]+|[ \t\n\r\0\x0B-]+$/g, '') === sub && /^[a-z0-9-]+$/i.test(sub))
+}
+
+/**
+ * sanitize_user($login) as get_user_by('login') applies it, without remove_accents() (MySQL's
+ * unicode_520_ci collation already matches accented letters to plain ones).
+ */
+export function sanitizeLogin(login: string): string {
+  return login
+    .replace(/<(script|style)[^>]*?>.*?<\/\1>/gis, '')
+    .replace(/<[^>]*>/g, '')
+    .replace(/%[a-fA-F0-9]{2}/g, '')
+    .replace(/&.+?;/g, '')
+    .trim()
+    .replace(/\s+/g, ' ')
+}
+
+export interface ApplicationPasswordUser {
+  id: number
+  login: string
+}
+
+export interface ApplicationPasswordOptions {
+  store: Store
+  clock: Clock
+  findUserByLogin(login: string): Promise<ApplicationPasswordUser | undefined>
+  findUserByEmail(email: string): Promise<ApplicationPasswordUser | undefined>
+  /** The user's `_application_passwords` meta, unserialized. Read fresh: revocation must bite. */
+  applicationPasswords(userId: number): Promise<PhpValue | undefined>
+  maxFailures?: number
+  failureWindowMs?: number
+  verifiedCacheMs?: number
+}
+
+export type ApplicationPasswordRefusal = 'malformed' | 'unknown_user' | 'incorrect_password'
+
+export type ApplicationPasswordResult =
+  | { kind: 'user'; userId: number; login: string }
+  | { kind: 'invalid'; reason: ApplicationPasswordRefusal }
+  | { kind: 'throttled'; retryAfterSeconds: number }
+
+export interface ApplicationPasswordAuthenticator {
+  authenticate(authorizationHeader: string | undefined, clientIp: string): Promise<ApplicationPasswordResult>
+  /** Forgets verified passwords (on SIGHUP, or in tests). */
+  clear(): void
+}
+
+function sha256(text: string): string {
+  return createHash('sha256').update(text, 'utf8').digest('hex')
+}
+
+/**
+ * Checks Basic credentials. Failed attempts are counted in the shared store per client address
+ * and per login for `failureWindowMs` from the first failure; the attempt that reaches
+ * `maxFailures` and every one after it in that window answer `throttled`, even with a correct
+ * password (otherwise the throttle would still answer the guess). A verified password is kept
+ * in process memory for `verifiedCacheMs`, keyed by a SHA-256 of login and password, so phpass's
+ * 8192 MD5 rounds are paid once per credential and window instead of once per request.
+ */
+export function createApplicationPasswordAuthenticator(options: ApplicationPasswordOptions): ApplicationPasswordAuthenticator {
+  const maxFailures = options.maxFailures ?? DEFAULT_MAX_FAILURES
+  const windowMs = options.failureWindowMs ?? DEFAULT_FAILURE_WINDOW_MS
+  const cacheMs = Math.min(options.verifiedCacheMs ?? DEFAULT_VERIFIED_CACHE_MS, MAX_VERIFIED_CACHE_MS)
+  const verified = new Map<string, { userId: number; login: string; expiresAt: number }>()
+  const { store, clock } = options
+
+  function cacheGet(key: string): { userId: number; login: string } | undefined {
+    const hit = verified.get(key)
+    if (!hit) return undefined
+    if (hit.expiresAt > clock.now()) return hit
+    verified.delete(key)
+    return undefined
+  }
+
+  function cacheSet(key: string, user: ApplicationPasswordUser): void {
+    if (cacheMs <= 0) return
+    if (verified.size >= MAX_VERIFIED_ENTRIES) {
+      const now = clock.now()
+      for (const [k, v] of verified) if (v.expiresAt <= now) verified.delete(k)
+      // Still full: drop the oldest insertion (Map keeps insertion order).
+      if (verified.size >= MAX_VERIFIED_ENTRIES) verified.delete(verified.keys().next().value!)
+    }
+    verified.set(key, { userId: user.id, login: user.login, expiresAt: clock.now() + cacheMs })
+  }
+
+  function failureKeys(username: string, clientIp: string): string[] {
+    // Logins compare case-insensitively in WordPress's MySQL collation, so "Alice" is alice.
+    return [`wp-auth-fail:ip:${clientIp || 'unknown'}`, `wp-auth-fail:login:${sha256(username.toLowerCase())}`]
+  }
+
+  async function retryAfter(keys: string[]): Promise<number> {
+    const starts = await Promise.all(keys.map((key) => store.get(`${key}:since`)))
+    const since = Math.min(...starts.map((s) => (s === null ? clock.now() : Number(s))))
+    const seconds = Math.ceil((since + windowMs - clock.now()) / 1000)
+    return Math.min(Math.max(seconds, 1), Math.ceil(windowMs / 1000))
+  }
+
+  async function throttled(keys: string[]): Promise<boolean> {
+    const counts = await Promise.all(keys.map((key) => store.get(key)))
+    return counts.some((count) => count !== null && Number(count) >= maxFailures)
+  }
+
+  async function recordFailure(keys: string[]): Promise<boolean> {
+    const counts = await Promise.all(keys.map((key) => store.increment(key, windowMs)))
+    await Promise.all(keys.map((key, i) => (counts[i] === 1 ? store.set(`${key}:since`, String(clock.now()), windowMs) : undefined)))
+    return counts.some((count) => count >= maxFailures)
+  }
+
+  async function findUser(username: string): Promise<ApplicationPasswordUser | undefined> {
+    const login = sanitizeLogin(username)
+    const user = login === '' ? undefined : await options.findUserByLogin(login)
+    // wp_authenticate_application_password(): a name that is no login but is an e-mail address
+    // is tried as the user's e-mail.
+    if (!user && isEmail(username)) return options.findUserByEmail(username)
+    return user
+  }
+
+  async function verify(credentials: BasicCredentials, password: string): Promise<ApplicationPasswordResult> {
+    const user = await findUser(credentials.username)
+    if (!user) return { kind: 'invalid', reason: 'unknown_user' }
+    const hashes = applicationPasswordHashes(await options.applicationPasswords(user.id))
+    // WordPress stops at the first match; checking every hash would cost the same on failure.
+    for (const hash of hashes) {
+      if (checkApplicationPassword(password, hash)) return { kind: 'user', userId: user.id, login: user.login }
+    }
+    return { kind: 'invalid', reason: 'incorrect_password' }
+  }
+
+  return {
+    async authenticate(authorizationHeader, clientIp) {
+      const credentials = parseBasicAuthorization(authorizationHeader)
+      if (!credentials) return { kind: 'invalid', reason: 'malformed' }
+      const password = normalizeApplicationPassword(credentials.password)
+      const cacheKey = sha256(`${credentials.username}:${password}`)
+      const cached = cacheGet(cacheKey)
+      // A cached success is no guess, so it skips the throttle and its store round trips.
+      if (cached) return { kind: 'user', ...cached }
+
+      const keys = failureKeys(credentials.username, clientIp)
+      if (await throttled(keys)) return { kind: 'throttled', retryAfterSeconds: await retryAfter(keys) }
+      const result = password === '' ? { kind: 'invalid', reason: 'incorrect_password' } as const : await verify(credentials, password)
+      if (result.kind === 'user') {
+        cacheSet(cacheKey, { id: result.userId, login: result.login })
+        await store.del(keys[1]!)
+        return result
+      }
+      if (await recordFailure(keys)) return { kind: 'throttled', retryAfterSeconds: await retryAfter(keys) }
+      return result
+    },
+    clear() {
+      verified.clear()
+    },
+  }
+}

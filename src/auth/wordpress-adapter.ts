@@ -1,0 +1,57 @@
+import { sql } from 'kysely'
+import type { Clock } from '../clock.js'
+import type { Config } from '../config.js'
+import type { DatabaseHandle } from '../db/database.js'
+import type { Store } from '../store/types.js'
+import type { WordPressAuthenticator } from './authenticate.js'
+import type { Principal } from './principal.js'
+import { userOwnerKey } from './principal.js'
+import { createWordPressAuth, type AuthenticatedUser, type WordPressAuth, type WordPressAuthSettings } from './wordpress-auth.js'
+
+function toPrincipal(user: AuthenticatedUser): Principal {
+  return { method: user.method, userId: user.userId, ownerKey: userOwnerKey(user.userId), canCreate: user.canCreate, isAdmin: user.isAdmin }
+}
+
+export function wordPressSettings(config: Readonly<Config>): WordPressAuthSettings {
+  return { ...config.wordpress }
+}
+
+/** True when the database holds WordPress's user tables (the shared WordPress database). */
+export async function hasWordPressTables(handle: DatabaseHandle): Promise<boolean> {
+  const name = `${handle.prefix}users`
+  if (handle.dialect === 'mysql') {
+    const r = await sql<{ n: number }>`SELECT COUNT(*) AS n FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ${name}`.execute(handle.db)
+    return Number(r.rows[0]?.n ?? 0) > 0
+  }
+  const r = await sql<{ n: number }>`SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name = ${name}`.execute(handle.db)
+  return Number(r.rows[0]?.n ?? 0) > 0
+}
+
+/** WordPress's cookie and application-password checks, in the shape the auth chain takes. */
+export function wordPressAuthenticator(auth: WordPressAuth): WordPressAuthenticator {
+  return {
+    async cookie({ method, cookieHeader, nonce }) {
+      const r = await auth.authenticateCookie({ method, cookieHeader, nonce })
+      if (r.kind === 'user') return { kind: 'user', principal: toPrincipal(r) }
+      if (r.kind === 'none') return { kind: 'none' }
+      return r
+    },
+    async basic({ authorization, clientIp }) {
+      const r = await auth.authenticateBasic({ authorizationHeader: authorization, clientIp })
+      if (r.kind === 'user') return { kind: 'user', principal: toPrincipal(r) }
+      if (r.kind === 'throttled') return r
+      return { kind: 'invalid' }
+    },
+  }
+}
+
+export function createWordPressAuthFor(config: Readonly<Config>, handle: DatabaseHandle, store: Store, clock: Clock): WordPressAuth {
+  return createWordPressAuth({
+    db: handle,
+    settings: wordPressSettings(config),
+    store,
+    clock,
+    createCapability: config.createCapability,
+    adminCapability: config.adminCapability,
+  })
+}

@@ -1,0 +1,302 @@
+/**
+ * WordPress authentication for the gateway: the logged-in cookie with its REST nonce, and
+ * application passwords. It reads WordPress's tables (through wordpress-repository.ts) and never
+ * writes them.
+ *
+ * Caching: user rows, user meta (session tokens, capabilities) and options are kept in process
+ * memory for `cacheTtlMs` (default 5 s, never more than 10 s), so a burst of requests from one
+ * user costs one set of queries, while a logout, a password change or a role change made in
+ * WordPress takes effect within that time on every replica (SPEC §5: within 10 s). The
+ * `_application_passwords` meta is always read fresh when a password has to be verified, and a
+ * verified password is trusted for at most 5 s (see app-passwords.ts), so a revoked application
+ * password stops working within 5 s too.
+ *
+ * Secrets (salts, keys, cookies, passwords) are never logged: this module does not log at all,
+ * and its results carry refusal reasons, never the values involved.
+ */
+import type { Clock } from '../clock.js'
+import type { DatabaseHandle } from '../db/database.js'
+import * as repo from '../db/wordpress-repository.js'
+import type { Store } from '../store/types.js'
+import {
+  createApplicationPasswordAuthenticator, type ApplicationPasswordRefusal,
+} from './app-passwords.js'
+import { resolveCapabilities, type UserCapabilities } from './capabilities.js'
+import { maybeUnserialize, type PhpValue } from './php-unserialize.js'
+import { cookieHashFor, loggedInCookieName, readCookie, validateLoggedInCookie, type CookieRefusal } from './wp-cookie.js'
+import { DEFAULT_NONCE_LIFE_SECONDS, verifyNonce } from './wp-nonce.js'
+import { wpSalt, type SaltScheme, type SaltSettings } from './wp-salts.js'
+
+/** The wp-config values authentication depends on (SPEC §2). */
+export interface WordPressAuthSettings extends SaltSettings {
+  /** Overrides md5(siteurl) as the cookie name's suffix, like the COOKIEHASH constant. */
+  COOKIEHASH?: string | undefined
+  /** WP_SITEURL overrides the `siteurl` option (WordPress filters option_siteurl with it). */
+  WP_SITEURL?: string | undefined
+}
+
+export interface WordPressAuthOptions {
+  db: DatabaseHandle
+  settings: WordPressAuthSettings
+  store: Store
+  clock: Clock
+  /** The `nonce_life` filter's value; WordPress's default is one day. */
+  nonceLifeSeconds?: number
+  /** AI_CREATE_CAPABILITY, e.g. `read`. */
+  createCapability: string
+  /** AI_ADMIN_CAPABILITY, e.g. `manage_options`. */
+  adminCapability: string
+  /** How long WordPress rows are cached in memory. Default 5000 ms, capped at 10 000; 0 disables. */
+  cacheTtlMs?: number
+  /** Failed application-password attempts per client address and per login (default 10 per 5 min). */
+  throttle?: { maxFailures?: number; windowMs?: number }
+  /** How long a verified application password is trusted (default 5000 ms, capped at 10 000). */
+  verifiedPasswordCacheMs?: number
+}
+
+export interface AuthenticatedUser {
+  kind: 'user'
+  method: 'cookie' | 'application_password'
+  userId: number
+  login: string
+  roles: readonly string[]
+  /** Every granted capability (super admins: see `can`). */
+  capabilities: ReadonlySet<string>
+  /** WP_User::has_cap() for a primitive capability. */
+  can(capability: string): boolean
+  /** `can(createCapability)`. */
+  canCreate: boolean
+  /** `can(adminCapability)`. */
+  isAdmin: boolean
+}
+
+export type CookieNoneReason = 'no_cookie' | CookieRefusal
+
+/**
+ * - `user`: valid cookie and valid nonce.
+ * - `anonymous`: valid cookie without any nonce; WordPress then treats the request as logged
+ *   out, and the search for credentials ends (SPEC §5).
+ * - `invalid_nonce`: valid cookie, wrong or expired nonce: answer `403 rest_cookie_invalid_nonce`.
+ * - `none`: no usable cookie; try the next method.
+ */
+export type CookieAuthResult =
+  | AuthenticatedUser
+  | { kind: 'anonymous' }
+  | { kind: 'invalid_nonce' }
+  | { kind: 'none'; reason: CookieNoneReason }
+
+export type BasicAuthResult =
+  | AuthenticatedUser
+  | { kind: 'invalid'; reason: ApplicationPasswordRefusal }
+  | { kind: 'throttled'; retryAfterSeconds: number }
+
+export interface CookieAuthRequest {
+  /** The HTTP method: POST gets WordPress's hour of grace after the cookie expires. */
+  method: string
+  cookieHeader: string | undefined
+  /**
+   * The REST nonce, or null/undefined when none was sent. WordPress reads `_wpnonce` from the
+   * request first and falls back to the `X-WP-Nonce` header; callers should keep that order.
+   */
+  nonce: string | null | undefined
+}
+
+export interface BasicAuthRequest {
+  authorizationHeader: string | undefined
+  /** The client address as TRUST_PROXY resolves it; failed attempts are throttled per address. */
+  clientIp: string
+}
+
+export interface WordPressAuth {
+  authenticateCookie(request: CookieAuthRequest): Promise<CookieAuthResult>
+  authenticateBasic(request: BasicAuthRequest): Promise<BasicAuthResult>
+  /** The cookie name: `wordpress_logged_in_` + COOKIEHASH. */
+  loggedInCookieName(): Promise<string>
+  /** Takes new salts/COOKIEHASH (SIGHUP re-reads wp-config.php) and drops every cache. */
+  reloadSettings(settings: WordPressAuthSettings): void
+  /** Drops cached WordPress rows and verified passwords. */
+  clearCaches(): void
+}
+
+const DEFAULT_CACHE_TTL_MS = 5_000
+const MAX_CACHE_TTL_MS = 10_000
+const MAX_CACHE_ENTRIES = 50_000
+const NONCE_ACTION = 'wp_rest'
+
+/** A small read-through cache of promises, so concurrent misses share one query. */
+class TtlCache {
+  private readonly entries = new Map<string, { value: Promise<unknown>; expiresAt: number }>()
+  constructor(private readonly ttlMs: number, private readonly now: () => number) {}
+
+  get<T>(key: string, load: () => Promise<T>): Promise<T> {
+    if (this.ttlMs <= 0) return load()
+    const now = this.now()
+    const hit = this.entries.get(key)
+    if (hit && hit.expiresAt > now) return hit.value as Promise<T>
+    const value = load()
+    this.entries.delete(key)
+    this.entries.set(key, { value, expiresAt: now + this.ttlMs })
+    // A failed query (database down) must not be served from the cache.
+    value.catch(() => {
+      if (this.entries.get(key)?.value === value) this.entries.delete(key)
+    })
+    this.evict(now)
+    return value
+  }
+
+  clear(): void {
+    this.entries.clear()
+  }
+
+  private evict(now: number): void {
+    if (this.entries.size <= MAX_CACHE_ENTRIES) return
+    for (const [key, entry] of this.entries) if (entry.expiresAt <= now) this.entries.delete(key)
+    while (this.entries.size > MAX_CACHE_ENTRIES) this.entries.delete(this.entries.keys().next().value!)
+  }
+}
+
+function unserializeMeta(raw: string | null | undefined): PhpValue | undefined {
+  return raw === undefined || raw === null ? undefined : maybeUnserialize(raw)
+}
+
+/** Builds the gateway's WordPress authentication over the shared database. */
+export function createWordPressAuth(options: WordPressAuthOptions): WordPressAuth {
+  const { db: handle, clock } = options
+  const db = handle.db
+  const nonceLife = options.nonceLifeSeconds ?? DEFAULT_NONCE_LIFE_SECONDS
+  const cache = new TtlCache(Math.min(options.cacheTtlMs ?? DEFAULT_CACHE_TTL_MS, MAX_CACHE_TTL_MS), () => clock.now())
+  let settings: WordPressAuthSettings = { ...options.settings }
+  const nowSeconds = () => Math.floor(clock.now() / 1000)
+
+  const userByLogin = (login: string) => cache.get(`login:${login}`, () => repo.getUserByLogin(db, login))
+  const userByEmail = (email: string) => cache.get(`email:${email}`, () => repo.getUserByEmail(db, email))
+  const userMeta = (userId: number, key: string) =>
+    cache.get(`meta:${userId}:${key}`, async () => unserializeMeta(await repo.getUserMeta(db, userId, key)))
+  // A multisite is recognised by its sitemeta table (the MULTISITE constant is PHP's own). The
+  // answer is kept until the caches are cleared: tables do not come and go under a live site.
+  let multisite: Promise<boolean> | undefined
+  const isMultisite = (): Promise<boolean> => {
+    if (!multisite) {
+      const pending = repo.getSiteMeta(db, 'site_admins').then((meta) => meta.table)
+      pending.catch(() => {
+        if (multisite === pending) multisite = undefined
+      })
+      multisite = pending
+    }
+    return multisite
+  }
+  const siteAdmins = () => cache.get('site_admins', async () => unserializeMeta(await repo.getSiteAdmins(db)))
+
+  /** get_site_option(): the network's sitemeta on a multisite, the options table otherwise. */
+  const siteOption = (name: string) => cache.get(`site_option:${name}`, async () => {
+    const raw = (await isMultisite())
+      ? await repo.getSiteMeta(db, name).then((meta) => (meta.table ? meta.value : undefined))
+      : await repo.getOption(db, name)
+    return unserializeMeta(raw)
+  })
+  const option = (name: string) => cache.get(`option:${name}`, async () => unserializeMeta(await repo.getOption(db, name)))
+  const salt = (scheme: SaltScheme) => wpSalt(scheme, settings, siteOption)
+
+  async function cookieName(): Promise<string> {
+    if (settings.COOKIEHASH !== undefined) return loggedInCookieName(settings.COOKIEHASH)
+    const siteurl = settings.WP_SITEURL ?? (await siteOption('siteurl'))
+    return loggedInCookieName(cookieHashFor(typeof siteurl === 'string' ? siteurl : undefined))
+  }
+
+  async function capabilitiesOf(userId: number, login: string): Promise<UserCapabilities> {
+    // On a multisite the main site's prefix is the base prefix, so `wp_capabilities` either way.
+    const multi = await isMultisite()
+    const [userCaps, roleDefinitions, superAdmins] = await Promise.all([
+      userMeta(userId, `${handle.prefix}capabilities`),
+      option(`${handle.prefix}user_roles`),
+      multi ? siteAdmins() : undefined,
+    ])
+    const superAdmin = multi ? { login, siteAdmins: superAdmins } : undefined
+    return resolveCapabilities({ userCaps, roleDefinitions, superAdmin })
+  }
+
+  async function authenticatedUser(userId: number, login: string, method: AuthenticatedUser['method']): Promise<AuthenticatedUser> {
+    const caps = await capabilitiesOf(userId, login)
+    return {
+      kind: 'user',
+      method,
+      userId,
+      login,
+      roles: caps.roles,
+      capabilities: caps.granted,
+      can: caps.can,
+      canCreate: caps.can(options.createCapability),
+      isAdmin: caps.can(options.adminCapability),
+    }
+  }
+
+  async function findCookieUser(login: string) {
+    const row = await userByLogin(login)
+    return row && { id: row.ID, login: row.user_login, passwordHash: row.user_pass }
+  }
+
+  const appPasswords = createApplicationPasswordAuthenticator({
+    store: options.store,
+    clock,
+    findUserByLogin: async (login) => {
+      const row = await userByLogin(login)
+      return row && { id: row.ID, login: row.user_login }
+    },
+    findUserByEmail: async (email) => {
+      const row = await userByEmail(email)
+      return row && { id: row.ID, login: row.user_login }
+    },
+    applicationPasswords: async (userId) => unserializeMeta(await repo.getUserMeta(db, userId, '_application_passwords')),
+    maxFailures: options.throttle?.maxFailures,
+    failureWindowMs: options.throttle?.windowMs,
+    verifiedCacheMs: options.verifiedPasswordCacheMs,
+  })
+
+  function clearCaches(): void {
+    cache.clear()
+    multisite = undefined
+    appPasswords.clear()
+  }
+
+  return {
+    async authenticateCookie(request) {
+      const value = readCookie(request.cookieHeader, await cookieName())
+      // wp_validate_logged_in_cookie() skips an empty cookie, as PHP's empty() does "0".
+      if (value === undefined || value === '' || value === '0') return { kind: 'none', reason: 'no_cookie' }
+      const now = nowSeconds()
+      const cookie = await validateLoggedInCookie(value, {
+        nowSeconds: now,
+        withGrace: request.method === 'POST',
+        loggedInSalt: () => salt('logged_in'),
+        findUserByLogin: findCookieUser,
+        sessionTokens: (userId) => userMeta(userId, 'session_tokens'),
+      })
+      if (!cookie.ok) return { kind: 'none', reason: cookie.reason }
+      // rest_cookie_check_errors(): a logged-in cookie without a nonce makes the request
+      // anonymous (CSRF protection); a nonce that is present but wrong is an error.
+      if (request.nonce === undefined || request.nonce === null) return { kind: 'anonymous' }
+      const nonceSalt = await salt('nonce')
+      if (nonceSalt === null) return { kind: 'invalid_nonce' }
+      const valid = verifyNonce(request.nonce, {
+        action: NONCE_ACTION, userId: cookie.userId, token: cookie.token, nowSeconds: now, salt: nonceSalt, nonceLifeSeconds: nonceLife,
+      })
+      if (valid === 0) return { kind: 'invalid_nonce' }
+      return authenticatedUser(cookie.userId, cookie.login, 'cookie')
+    },
+
+    async authenticateBasic(request) {
+      const result = await appPasswords.authenticate(request.authorizationHeader, request.clientIp)
+      if (result.kind !== 'user') return result
+      return authenticatedUser(result.userId, result.login, 'application_password')
+    },
+
+    loggedInCookieName: cookieName,
+
+    reloadSettings(next) {
+      settings = { ...next }
+      clearCaches()
+    },
+
+    clearCaches,
+  }
+}
