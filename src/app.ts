@@ -20,6 +20,11 @@ import type { Store } from './store/types.js'
 import { JobEvents } from './jobs/job-events.js'
 import { WorkerPool } from './worker/pool.js'
 import { createProviderExecutor } from './worker/provider-executor.js'
+import { createDispatchExecutor } from './worker/dispatch-executor.js'
+import { loadSigningKey, type DispatchSigningKey } from './dispatch/jwt.js'
+import { webhookRoutes } from './routes/webhook.js'
+import { adminRoutes } from './routes/admin.js'
+import { createWordPressAuthFor, hasWordPressTables, wordPressAuthenticator, wordPressSettings } from './auth/wordpress-adapter.js'
 
 /** Everything routes and workers share; built once per app. */
 export interface Gateway {
@@ -32,7 +37,11 @@ export interface Gateway {
   rules: RequestRules
   pool: WorkerPool
   events: JobEvents
+  /** Signs dispatch JWTs (external mode) and is published in the JWKS. */
+  signingKey: DispatchSigningKey | undefined
   wordpress: WordPressAuthenticator | undefined
+  /** SIGHUP: new salts from a re-read wp-config.php. */
+  reloadWordPressSettings(config: Readonly<Config>): void
   authenticate(request: { method: string; headers: Record<string, string | string[] | undefined>; query: unknown; ip: string }): Promise<Principal>
 }
 
@@ -131,19 +140,41 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
     maxTokensFor: (model) => Math.min(config.maxTokens, config.models[model]?.max_tokens ?? Number.POSITIVE_INFINITY),
   }
 
+  const signingKey = config.jwtPrivateKey
+    ? loadSigningKey({
+      privateKeyPem: config.jwtPrivateKey,
+      ...(config.jwtKid ? { kid: config.jwtKid } : {}),
+      ...(config.jwtPreviousPublicKey ? { previousPublicKeyPem: config.jwtPreviousPublicKey } : {}),
+      ...(config.jwtPreviousKid ? { previousKid: config.jwtPreviousKid } : {}),
+    })
+    : undefined
+  const execute = config.workerUrl
+    ? createDispatchExecutor({
+      workerUrl: config.workerUrl,
+      callbackUrl: `${new URL(config.publicUrl).origin}${config.routePrefix}/webhook`,
+      key: signingKey!,
+      clock,
+      timeoutMs: config.queueTimeoutSeconds * 1000,
+      resultWaitMs: config.workerResultSeconds * 1000,
+      encryptionKey: config.encryptionKey,
+      onDispatch: (outcome) => metrics.dispatches.inc({ outcome }),
+    })
+    : createProviderExecutor({
+      registry, clock, resultMaxBytes: config.resultMaxBytes, encryptionKey: config.encryptionKey,
+      onProviderCall: (provider, outcome, ms) => metrics.providerDuration.observe({ provider, outcome }, ms / 1000),
+    })
+
   const events = new JobEvents(store, logger)
   const pool = new WorkerPool({
     handle,
     clock,
     logger,
-    concurrency: config.workerUrl ? 0 : config.workerConcurrency,
+    concurrency: config.workerConcurrency,
     leaseMs: config.jobLeaseSeconds * 1000,
     maxAttempts: config.jobMaxAttempts,
+    dispatch: config.workerUrl !== undefined,
     ...deps.poolOptions,
-    execute: createProviderExecutor({
-      registry, clock, resultMaxBytes: config.resultMaxBytes, encryptionKey: config.encryptionKey,
-      onProviderCall: (provider, outcome, ms) => metrics.providerDuration.observe({ provider, outcome }, ms / 1000),
-    }),
+    execute,
     onChange: (jobId) => {
       metrics.jobsFinished.inc({ outcome: 'written' })
       events.changed(jobId)
@@ -151,11 +182,19 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
     onError: (where) => metrics.workerErrors.inc({ where: where.split(' ')[0] }),
   })
 
+  // WordPress's own logins work wherever the database holds WordPress's user tables.
+  const wordpressAuth = deps.wordpress === undefined && await hasWordPressTables(handle)
+    ? createWordPressAuthFor(config, handle, store, clock)
+    : undefined
+  const wordpress = deps.wordpress ?? (wordpressAuth ? wordPressAuthenticator(wordpressAuth) : undefined)
+  if (!wordpress && !config.embedded) logger.warn(`no ${config.tablePrefix}users table: WordPress cookies and application passwords are off; only signed tokens authenticate`)
+
   const publicTokenSecret = config.publicTokenSecret ? new TextEncoder().encode(config.publicTokenSecret) : undefined
   const gateway: Gateway = {
-    config, handle, store, clock, metrics, registry, rules, pool, events,
-    wordpress: deps.wordpress,
-    authenticate: (request) => authenticate(request, { publicTokenSecret, wordpress: deps.wordpress, now: () => clock.now() }),
+    config, handle, store, clock, metrics, registry, rules, pool, events, signingKey,
+    wordpress,
+    reloadWordPressSettings: (next) => wordpressAuth?.reloadSettings(wordPressSettings(next)),
+    authenticate: (request) => authenticate(request, { publicTokenSecret, wordpress, now: () => clock.now() }),
   }
   app.decorate('gateway', gateway)
 
@@ -209,6 +248,8 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
 
   await app.register(opsRoutes)
   await app.register(jobRoutes, { prefix: config.routePrefix })
+  await app.register(webhookRoutes, { prefix: config.routePrefix })
+  await app.register(adminRoutes, { prefix: config.routePrefix })
 
   await events.start((jobId) => pool.abortJob(jobId, 'cancel'), () => pool.wake())
 
@@ -221,6 +262,6 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
   })
 
   await app.ready()
-  if (deps.startWorkers !== false && config.workerConcurrency > 0 && !config.workerUrl) pool.start()
+  if (deps.startWorkers !== false && config.workerConcurrency > 0) pool.start()
   return app
 }

@@ -7,7 +7,7 @@ export const ERROR_CODES = {
   ai_unauthorized: 401,
   ai_forbidden: 403,
   rest_cookie_invalid_nonce: 403,
-  ai_webhook_signature: 403,
+  ai_invalid_signature: 403,
   ai_not_found: 404,
   rest_no_route: 404,
   ai_method_not_allowed: 405,

@@ -23,6 +23,7 @@ export function createMetrics() {
     rateLimited: new Counter({ name: 'ai_gateway_rate_limited_total', help: 'Creates refused by the rate limit', registers: [registry] }),
     storeFallbacks: new Counter({ name: 'ai_gateway_store_fallback_total', help: 'Store operations served from process memory because Redis failed', labelNames: ['operation'], registers: [registry] }),
     workerErrors: new Counter({ name: 'ai_gateway_worker_errors_total', help: 'Worker pool errors (claims, heartbeats, reaper, writes)', labelNames: ['where'], registers: [registry] }),
+    dispatches: new Counter({ name: 'ai_gateway_dispatches_total', help: 'External-mode dispatches by outcome', labelNames: ['outcome'], registers: [registry] }),
     databaseUnavailable: new Counter({ name: 'ai_gateway_database_unavailable_total', help: 'Requests answered 503 because the database was unreachable', registers: [registry] }),
   }
 }

@@ -63,6 +63,16 @@ async function main(): Promise<void> {
     await app.close()
   })
 
+  // SIGHUP re-reads wp-config.php, so salts rotated in WordPress take effect without a restart.
+  process.on('SIGHUP', () => {
+    try {
+      app.gateway.reloadWordPressSettings(loadConfig())
+      logger.info('configuration re-read on SIGHUP: WordPress salts reloaded')
+    } catch (err) {
+      logger.error({ err: (err as Error).message }, 'SIGHUP: configuration not reloaded; keeping the previous one')
+    }
+  })
+
   await app.listen({ port: config.port, host: config.host })
   if (config.embedded) process.stdout.write(`${await banner(config)}\n`)
 }

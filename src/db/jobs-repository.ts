@@ -76,11 +76,25 @@ export interface ClaimOptions {
   nowMs: number
   leaseOwner: string
   leaseMs: number
+  /** External mode: each claim is a new dispatch, numbered by `dispatch_attempt`. */
+  dispatch?: boolean
+}
+
+/**
+ * The claim's candidate rows: due `pending` jobs, oldest `run_after` first. Exported so a test can
+ * EXPLAIN exactly the statement the claim runs (it must read the `claim (status, run_after, id)`
+ * index in order: no filesort, no full scan).
+ */
+export function claimCandidatesQuery(db: Db, nowMs: number, limit: number) {
+  return db.selectFrom('ai_jobs').select('id')
+    .where('status', '=', 'pending').where('run_after', '<=', toDbTime(nowMs))
+    .orderBy('run_after').orderBy('id').limit(limit)
 }
 
 /**
  * Claims up to `limit` due jobs for this worker: they become `running` with a lease and one more
- * attempt. One short transaction; the provider is called after it commits.
+ * attempt (`attempts` counts claims). One short transaction; the provider is called after it
+ * commits.
  */
 export async function claimJobs(handle: DatabaseHandle, options: ClaimOptions): Promise<JobRow[]> {
   if (options.limit <= 0) return []
@@ -94,10 +108,12 @@ export async function claimJobs(handle: DatabaseHandle, options: ClaimOptions): 
     updated_at: now,
     attempts: sql<number>`attempts + 1`,
     version: bump,
+    ...(options.dispatch ? { dispatch_attempt: sql<number>`dispatch_attempt + 1` } : {}),
   }
   if (handle.dialect === 'sqlite') {
     // SQLite has one writer at a time: a single UPDATE … RETURNING is the whole claim.
     return handle.db.updateTable('ai_jobs').set(running)
+      // The candidates of claimCandidatesQuery, built on `eb` so the table prefix is added once.
       .where('id', 'in', (eb) => eb.selectFrom('ai_jobs').select('id')
         .where('status', '=', 'pending').where('run_after', '<=', now)
         .orderBy('run_after').orderBy('id').limit(options.limit))
@@ -106,13 +122,10 @@ export async function claimJobs(handle: DatabaseHandle, options: ClaimOptions): 
   }
   return retryOnLockConflict(() => handle.db.transaction().execute(async (trx) => {
     // SKIP LOCKED lets replicas claim side by side without waiting on each other's rows. The
-    // `claim (status, run_after, id)` index matches this ORDER BY, so InnoDB locks only the rows
-    // it returns; READ COMMITTED (set per connection) takes no gap locks that would stall INSERTs.
-    const picked = await trx.selectFrom('ai_jobs').select('id')
-      .where('status', '=', 'pending').where('run_after', '<=', now)
-      .orderBy('run_after').orderBy('id').limit(options.limit)
-      .forUpdate().skipLocked()
-      .execute()
+    // `claim (status, run_after, id)` index matches this ORDER BY, so InnoDB walks the index in
+    // order and locks only the rows it returns; READ COMMITTED (set per connection) takes no gap
+    // locks that would stall INSERTs. The UPDATE then goes by primary key: no second index scan.
+    const picked = await claimCandidatesQuery(trx, options.nowMs, options.limit).forUpdate().skipLocked().execute()
     if (picked.length === 0) return []
     const ids = picked.map((r) => r.id)
     await trx.updateTable('ai_jobs').set(running).where('id', 'in', ids).execute()
@@ -126,19 +139,35 @@ export function isLockConflict(err: unknown): boolean {
   return e?.errno === 1213 || e?.errno === 1205 || e?.code === 'ER_LOCK_DEADLOCK' || e?.code === 'ER_LOCK_WAIT_TIMEOUT'
 }
 
-/** Runs `fn` again after a lock conflict, up to 5 times, with full jitter (10 ms → 320 ms). */
-export async function retryOnLockConflict<T>(fn: () => Promise<T>, random: () => number = Math.random): Promise<T> {
+export const LOCK_CONFLICT_TRIES = 5
+
+const realSleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
+
+/**
+ * Runs `fn` again after a lock conflict, up to 5 tries in all, waiting a full-jitter delay
+ * (uniform in [0, 10 ms · 2^n), so 20, 40, 80, 160 ms ceilings) between them. Other errors, and the
+ * fifth conflict, are thrown. `random` and `sleep` are injectable for tests.
+ */
+export async function retryOnLockConflict<T>(
+  fn: () => Promise<T>,
+  random: () => number = Math.random,
+  sleep: (ms: number) => Promise<void> = realSleep,
+): Promise<T> {
   for (let attempt = 0; ; attempt++) {
     try {
       return await fn()
     } catch (err) {
-      if (!isLockConflict(err) || attempt >= 4) throw err
-      await new Promise((resolve) => setTimeout(resolve, Math.floor(random() * 10 * 2 ** (attempt + 1))))
+      if (!isLockConflict(err) || attempt >= LOCK_CONFLICT_TRIES - 1) throw err
+      await sleep(Math.floor(random() * 10 * 2 ** (attempt + 1)))
     }
   }
 }
 
-/** Renews the leases this worker still holds; returns the ids it no longer holds. */
+/**
+ * Renews the leases this worker still holds; returns the ids it no longer holds (canceled, or
+ * reaped and perhaps claimed by another worker). A renewal is not a visible change: `version`
+ * stays, so ETags do not move on every heartbeat.
+ */
 export async function renewLeases(db: Db, ids: number[], leaseOwner: string, nowMs: number, leaseMs: number): Promise<number[]> {
   if (ids.length === 0) return []
   await db.updateTable('ai_jobs')
@@ -148,7 +177,7 @@ export async function renewLeases(db: Db, ids: number[], leaseOwner: string, now
   const held = await db.selectFrom('ai_jobs').select('id')
     .where('id', 'in', ids).where('status', '=', 'running').where('lease_owner', '=', leaseOwner)
     .execute()
-  const heldIds = new Set(held.map((r) => r.id))
+  const heldIds = new Set(held.map((r) => Number(r.id)))
   return ids.filter((id) => !heldIds.has(id))
 }
 
@@ -210,30 +239,57 @@ export interface ReapResult {
   failed: number
 }
 
+export interface ReapOptions {
+  maxAttempts: number
+  /** The job-level backoff before the next claim, from the attempts already spent. */
+  backoffMs: (attempts: number) => number
+  /** At most this many jobs per call; the next round takes the rest. */
+  limit?: number
+}
+
 /**
- * Returns jobs whose lease expired (their worker died or stalled) to `pending`, or fails them
- * once `maxAttempts` claims are spent. The lease expiry is part of every WHERE, so a worker that
- * renews at the same moment keeps its job.
+ * Returns jobs whose lease expired (their worker died or stalled) to `pending` after the
+ * job-level backoff, or fails them with an `error_text` once `maxAttempts` claims are spent.
+ * Each row is written on its own, fenced on the lease it was seen with and on the expiry, so a
+ * worker that renews at the same moment keeps its job and a job claimed again meanwhile is left
+ * alone.
  */
-export async function reapExpiredLeases(db: Db, nowMs: number, maxAttempts: number, backoffMs: number): Promise<ReapResult> {
+export async function reapExpiredLeases(db: Db, nowMs: number, options: ReapOptions): Promise<ReapResult> {
   const now = toDbTime(nowMs)
-  const failed = await db.updateTable('ai_jobs').set({
-    status: 'failed',
-    error_text: sql<string>`COALESCE(error_text, ${`lease expired after ${maxAttempts} attempts; the worker stopped responding`})`,
-    lease_owner: null,
-    lease_expires_at: null,
-    updated_at: now,
-    version: bump,
-  }).where('status', '=', 'running').where('lease_expires_at', '<', now).where('attempts', '>=', maxAttempts).executeTakeFirst()
-  const requeued = await db.updateTable('ai_jobs').set({
-    status: 'pending',
-    run_after: toDbTime(nowMs + backoffMs),
-    lease_owner: null,
-    lease_expires_at: null,
-    updated_at: now,
-    version: bump,
-  }).where('status', '=', 'running').where('lease_expires_at', '<', now).where('attempts', '<', maxAttempts).executeTakeFirst()
-  return { requeued: Number(requeued.numUpdatedRows), failed: Number(failed.numUpdatedRows) }
+  // Reads the `lease (status, lease_expires_at)` index; no locks are held between the two steps.
+  const expired = await db.selectFrom('ai_jobs').select(['id', 'attempts', 'lease_owner', 'error_text'])
+    .where('status', '=', 'running').where('lease_expires_at', '<', now)
+    .orderBy('lease_expires_at').limit(options.limit ?? 500)
+    .execute()
+  const result: ReapResult = { requeued: 0, failed: 0 }
+  for (const row of expired) {
+    const attempts = Number(row.attempts)
+    const spent = attempts >= options.maxAttempts
+    const lastError = row.error_text ? ` Last error: ${row.error_text}` : ''
+    let q = db.updateTable('ai_jobs').set(spent
+      ? {
+        status: 'failed',
+        error_text: `The worker running attempt ${attempts} of ${options.maxAttempts} stopped renewing its lease; no attempts are left.${lastError}`.slice(0, 60_000),
+        lease_owner: null,
+        lease_expires_at: null,
+        updated_at: now,
+        version: bump,
+      }
+      : {
+        status: 'pending',
+        run_after: toDbTime(nowMs + options.backoffMs(attempts)),
+        error_text: `The worker running attempt ${attempts} stopped renewing its lease; the job will run again.`,
+        lease_owner: null,
+        lease_expires_at: null,
+        updated_at: now,
+        version: bump,
+      })
+      .where('id', '=', row.id).where('status', '=', 'running').where('lease_expires_at', '<', now)
+    q = row.lease_owner === null ? q.where('lease_owner', 'is', null) : q.where('lease_owner', '=', row.lease_owner)
+    const r = await q.executeTakeFirst()
+    if (Number(r.numUpdatedRows) === 1) result[spent ? 'failed' : 'requeued']++
+  }
+  return result
 }
 
 /** Cancels a pending or running job; returns the job as it is afterwards, or undefined if missing. */
@@ -270,4 +326,87 @@ export async function retryJob(db: Db, id: number, nowMs: number): Promise<boole
 /** For /readyz. */
 export async function pingDatabase(db: Db): Promise<void> {
   await sql`SELECT 1`.execute(db)
+}
+
+/** External mode: a dispatch the worker accepted (2xx) waits for its webhook until the lease ends. */
+export async function markDispatched(db: Db, id: number, leaseOwner: string, nowMs: number, waitMs: number): Promise<boolean> {
+  const r = await db.updateTable('ai_jobs').set({
+    dispatched_at: toDbTime(nowMs),
+    lease_expires_at: toDbTime(nowMs + waitMs),
+    updated_at: toDbTime(nowMs),
+    version: bump,
+  }).where('id', '=', id).where('status', '=', 'running').where('lease_owner', '=', leaseOwner).executeTakeFirst()
+  return Number(r.numUpdatedRows) === 1
+}
+
+export interface WebhookOutcome {
+  status: 'succeeded' | 'failed'
+  resultJson: string | null
+  errorText: string | null
+  providerMs: number | null
+  /** From the accepted dispatch to this webhook. */
+  workerMs: number | null
+  outputTokens: number | null
+}
+
+/**
+ * A verified webhook's result: only a `pending` or `running` job moves, and only while the
+ * delivery's dispatch attempt (when given) is still the current one. Terminal jobs never change.
+ */
+export async function completeFromWebhook(db: Db, id: number, attempt: number | undefined, outcome: WebhookOutcome, nowMs: number): Promise<boolean> {
+  const now = toDbTime(nowMs)
+  let q = db.updateTable('ai_jobs').set({
+    status: outcome.status,
+    result_json: outcome.resultJson,
+    error_text: outcome.errorText,
+    provider_ms: outcome.providerMs,
+    output_tokens: outcome.outputTokens,
+    worker_ms: outcome.workerMs,
+    webhook_ts: now,
+    lease_owner: null,
+    lease_expires_at: null,
+    updated_at: now,
+    version: bump,
+  }).where('id', '=', id).where('status', 'in', ['pending', 'running'])
+  if (attempt !== undefined) q = q.where('dispatch_attempt', '=', attempt)
+  const r = await q.executeTakeFirst()
+  return Number(r.numUpdatedRows) === 1
+}
+
+export interface UsageRow {
+  day: string
+  user_id: number
+  model: string
+  jobs: number
+  succeeded: number
+  failed: number
+  input_tokens: number
+  output_tokens: number
+  provider_ms: number
+}
+
+/** Usage per day, user and model for the admin CSV (created_at in [fromMs, toMs)). */
+export async function usageByDay(handle: DatabaseHandle, fromMs: number, toMs: number): Promise<UsageRow[]> {
+  const day = handle.dialect === 'mysql' ? sql<string>`DATE_FORMAT(created_at, '%Y-%m-%d')` : sql<string>`substr(created_at, 1, 10)`
+  const rows = await handle.db.selectFrom('ai_jobs')
+    .select([
+      day.as('day'),
+      'user_id',
+      'model',
+      sql<number>`COUNT(*)`.as('jobs'),
+      sql<number>`SUM(CASE WHEN status = 'succeeded' THEN 1 ELSE 0 END)`.as('succeeded'),
+      sql<number>`SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END)`.as('failed'),
+      sql<number>`COALESCE(SUM(input_tokens), 0)`.as('input_tokens'),
+      sql<number>`COALESCE(SUM(output_tokens), 0)`.as('output_tokens'),
+      sql<number>`COALESCE(SUM(provider_ms), 0)`.as('provider_ms'),
+    ])
+    .where('created_at', '>=', toDbTime(fromMs))
+    .where('created_at', '<', toDbTime(toMs))
+    .groupBy([day, 'user_id', 'model'])
+    .orderBy(day).orderBy('user_id').orderBy('model')
+    .execute()
+  return rows.map((r) => ({
+    day: r.day, user_id: Number(r.user_id), model: r.model, jobs: Number(r.jobs), succeeded: Number(r.succeeded),
+    failed: Number(r.failed), input_tokens: Number(r.input_tokens), output_tokens: Number(r.output_tokens), provider_ms: Number(r.provider_ms),
+  }))
 }

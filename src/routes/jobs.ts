@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { Principal } from '../auth/principal.js'
 import { cancelJob, findJob, listJobs, type JobRow } from '../db/jobs-repository.js'
 import type { JobStatus } from '../db/schema.js'
+import { buildJwks } from '../dispatch/jwt.js'
 import { ApiError } from '../errors.js'
 import { createJob, rateLimitHeaders } from '../jobs/create-job.js'
 import { jobEtag, toJobResponse } from '../jobs/job-response.js'
@@ -126,6 +127,11 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
     const page = rows.slice(0, limit)
     const next = rows.length > limit ? encodeCursor(page[page.length - 1]!) : null
     return { jobs: page.map(toJobResponse), next_cursor: next }
+  })
+
+  app.get('/.well-known/jwks.json', async (_request, reply) => {
+    reply.header('Cache-Control', 'public, max-age=300')
+    return gw.signingKey ? buildJwks(gw.signingKey) : { keys: [] }
   })
 
   app.post<{ Params: { id: string } }>('/jobs/:id/cancel', async (request, reply) => {

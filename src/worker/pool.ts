@@ -4,7 +4,7 @@ import type { Logger } from 'pino'
 import type { Clock } from '../clock.js'
 import type { DatabaseHandle } from '../db/database.js'
 import {
-  claimJobs, finishJob, reapExpiredLeases, renewLeases, requeueJob, type JobRow, type Outcome,
+  claimJobs, finishJob, markDispatched, reapExpiredLeases, renewLeases, requeueJob, type JobRow, type Outcome,
 } from '../db/jobs-repository.js'
 import { toError } from '../errors.js'
 import { jobBackoffMs } from './backoff.js'
@@ -18,9 +18,15 @@ export type AbortReason = 'cancel' | 'shutdown' | 'lease_lost'
  */
 export type JobDecision =
   | { kind: 'finish'; outcome: Outcome }
-  | { kind: 'retry'; errorText: string; resultJson?: string | null }
+  /**
+   * A retryable failure: the attempt is spent and the job runs again after the job-level backoff,
+   * or after `retryAfterMs` when the provider asked for longer; `failed` once attempts run out.
+   */
+  | { kind: 'retry'; errorText: string; resultJson?: string | null; retryAfterMs?: number }
   /** Put back without spending the attempt (an open breaker, shutdown), not before `runAfterMs`. */
   | { kind: 'release'; runAfterMs: number; reason: string }
+  /** External mode: the worker accepted the job; it stays `running` until its webhook or `waitMs`. */
+  | { kind: 'dispatched'; waitMs: number }
   /** Nothing to write: the job was canceled or its lease is gone. */
   | { kind: 'drop'; reason: string }
 
@@ -34,6 +40,8 @@ export interface PoolOptions {
   concurrency: number
   leaseMs: number
   maxAttempts: number
+  /** External mode: claims are dispatches and bump `dispatch_attempt`. */
+  dispatch?: boolean
   /** The fallback poll; wake-ups normally come at once from creates and from Redis. */
   pollMs?: number
   reapEveryMs?: number
@@ -47,7 +55,12 @@ interface Running {
   controller: AbortController
   reason: AbortReason | undefined
   done: Promise<void>
+  /** When the lease was last known to be ours (the claim, then each renewal). */
+  heldAt: number
 }
+
+/** Tries for a fenced write that hit a database error, with 100 ms, 200 ms, … between them. */
+const WRITE_TRIES = 4
 
 /**
  * The in-process worker pool: claims due jobs in batches up to its free slots, runs each through
@@ -58,7 +71,9 @@ export class WorkerPool {
   readonly workerId = `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`
   private readonly running = new Map<number, Running>()
   private timers: NodeJS.Timeout[] = []
-  private filling = false
+  /** Kept apart from `timers`: leases must be renewed until the last running job is written. */
+  private heartbeatTimer: NodeJS.Timeout | undefined
+  private filling: Promise<void> | undefined
   private wakeAgain = false
   private stopping = false
   private started = false
@@ -84,9 +99,9 @@ export class WorkerPool {
     this.started = true
     const { pollMs = 500, reapEveryMs = 5_000, leaseMs } = this.options
     this.timers.push(setInterval(() => this.wake(), pollMs))
-    this.timers.push(setInterval(() => void this.heartbeat(), Math.max(250, Math.floor(leaseMs / 3))))
     this.timers.push(setInterval(() => void this.reap(), reapEveryMs))
-    for (const t of this.timers) t.unref()
+    this.heartbeatTimer = setInterval(() => void this.heartbeat(), Math.max(100, Math.floor(leaseMs / 3)))
+    for (const t of [...this.timers, this.heartbeatTimer]) t.unref()
     void this.reap()
     this.wake()
   }
@@ -98,7 +113,9 @@ export class WorkerPool {
       this.wakeAgain = true
       return
     }
-    void this.fill()
+    this.filling = this.fill().finally(() => {
+      this.filling = undefined
+    })
   }
 
   /** Claims one batch and waits for those jobs to finish. For tests and tools; needs no start(). */
@@ -125,41 +142,46 @@ export class WorkerPool {
     this.stopping = true
     for (const t of this.timers) clearInterval(t)
     this.timers = []
+    // A claim already in flight still launches what it took; wait for it so those jobs are
+    // counted below instead of running on after the database is closed.
+    await this.filling
     const all = () => Promise.all([...this.running.values()].map((r) => r.done))
     let timer: NodeJS.Timeout | undefined
     const graceOver = new Promise<'timeout'>((resolve) => {
       timer = setTimeout(() => resolve('timeout'), graceMs)
     })
-    const first = await Promise.race([all().then(() => 'done' as const), graceOver])
-    clearTimeout(timer)
-    if (first === 'timeout') {
-      for (const id of this.running.keys()) this.abortJob(id, 'shutdown')
-      await all()
+    try {
+      const first = await Promise.race([all().then(() => 'done' as const), graceOver])
+      if (first === 'timeout') {
+        for (const id of this.running.keys()) this.abortJob(id, 'shutdown')
+        await all()
+      }
+    } finally {
+      clearTimeout(timer)
+      // The heartbeat ran through the grace period: a grace longer than the lease must not let
+      // another replica's reaper take a job that is still running here.
+      clearInterval(this.heartbeatTimer)
+      this.heartbeatTimer = undefined
     }
   }
 
   private async fill(): Promise<void> {
-    this.filling = true
-    try {
-      do {
-        this.wakeAgain = false
-        const free = this.options.concurrency - this.running.size
-        if (free <= 0 || this.stopping) break
-        const rows = await this.claim(free)
-        for (const row of rows) this.launch(row)
-        // A full batch means more may be waiting; so does a wake-up that arrived meanwhile.
-        if (rows.length === free) this.wakeAgain = true
-      } while (this.wakeAgain && !this.stopping)
-    } finally {
-      this.filling = false
-    }
+    do {
+      this.wakeAgain = false
+      const free = this.options.concurrency - this.running.size
+      if (free <= 0 || this.stopping) break
+      const rows = await this.claim(free)
+      for (const row of rows) this.launch(row)
+      // A full batch means more may be waiting; so does a wake-up that arrived meanwhile.
+      if (rows.length === free) this.wakeAgain = true
+    } while (this.wakeAgain && !this.stopping)
   }
 
   private async claim(limit = this.options.concurrency - this.running.size): Promise<JobRow[]> {
     const now = this.options.clock.now()
     if (now < this.claimPausedUntil) return []
     try {
-      const rows = await claimJobs(this.options.handle, { limit, nowMs: now, leaseOwner: this.workerId, leaseMs: this.options.leaseMs })
+      const rows = await claimJobs(this.options.handle, { limit, nowMs: now, leaseOwner: this.workerId, leaseMs: this.options.leaseMs, dispatch: this.options.dispatch === true })
       this.claimFailures = 0
       return rows
     } catch (err) {
@@ -173,7 +195,7 @@ export class WorkerPool {
 
   private launch(row: JobRow): Running {
     const controller = new AbortController()
-    const entry: Running = { row, controller, reason: undefined, done: Promise.resolve() }
+    const entry: Running = { row, controller, reason: undefined, done: Promise.resolve(), heldAt: this.options.clock.now() }
     this.running.set(row.id, entry)
     entry.done = this.execute(entry).finally(() => {
       this.running.delete(row.id)
@@ -194,11 +216,20 @@ export class WorkerPool {
     if (entry.reason === 'shutdown' && decision.kind !== 'finish') {
       decision = { kind: 'release', runAfterMs: this.options.clock.now(), reason: 'shutdown' }
     }
-    try {
-      await this.write(row, decision)
-    } catch (err) {
-      // The write failed (database down): the lease will expire and the reaper returns the job.
-      this.report(`write job ${row.id}`, err)
+    // The lease stays renewed while this runs (the job is still in `running`), so a short database
+    // outage does not cost a provider call that already succeeded.
+    for (let tryIndex = 0; ; tryIndex++) {
+      try {
+        await this.write(row, decision)
+        return
+      } catch (err) {
+        if (tryIndex + 1 >= WRITE_TRIES) {
+          // Still failing: the lease will expire and the reaper returns the job to the queue.
+          this.report(`write job ${row.id}`, err)
+          return
+        }
+        await new Promise((resolve) => setTimeout(resolve, 100 * 2 ** tryIndex))
+      }
     }
   }
 
@@ -218,14 +249,18 @@ export class WorkerPool {
             providerMs: null, workerMs: null, inputTokens: null, outputTokens: null,
           }, now)
         } else {
+          const waitMs = Math.max(jobBackoffMs(row.attempts, clock.random()), decision.retryAfterMs ?? 0)
           written = await requeueJob(handle.db, row.id, this.workerId, {
-            runAfterMs: now + jobBackoffMs(row.attempts, clock.random()), errorText: decision.errorText, refundAttempt: false,
+            runAfterMs: now + waitMs, errorText: decision.errorText, refundAttempt: false,
           }, now)
         }
         break
       }
       case 'release':
         written = await requeueJob(handle.db, row.id, this.workerId, { runAfterMs: decision.runAfterMs, errorText: row.error_text, refundAttempt: true }, now)
+        break
+      case 'dispatched':
+        written = await markDispatched(handle.db, row.id, this.workerId, now, decision.waitMs)
         break
       case 'drop':
         logger.info({ jobId: row.id, reason: decision.reason }, 'job result dropped')
@@ -242,18 +277,35 @@ export class WorkerPool {
   private async heartbeat(): Promise<void> {
     const ids = [...this.running.keys()]
     if (ids.length === 0) return
+    const { clock, leaseMs } = this.options
+    const now = clock.now()
     try {
-      const lost = await renewLeases(this.options.handle.db, ids, this.workerId, this.options.clock.now(), this.options.leaseMs)
+      const lost = await renewLeases(this.options.handle.db, ids, this.workerId, now, leaseMs)
+      const gone = new Set(lost)
+      for (const id of ids) {
+        const job = this.running.get(id)
+        if (job && !gone.has(id)) job.heldAt = now
+      }
       for (const id of lost) this.abortJob(id, 'lease_lost')
     } catch (err) {
       this.report('heartbeat', err)
+      // Unrenewed, a lease runs out and another replica may claim the job: stop our copy first
+      // (a quarter lease early) so no job runs twice at once. Nothing is written; the reaper
+      // returns the job once the database is back.
+      for (const id of ids) {
+        const job = this.running.get(id)
+        if (job && clock.now() - job.heldAt >= leaseMs * 0.75) this.abortJob(id, 'lease_lost')
+      }
     }
   }
 
   private async reap(): Promise<void> {
     const { handle, clock, maxAttempts } = this.options
     try {
-      const r = await reapExpiredLeases(handle.db, clock.now(), maxAttempts, 1_000)
+      const r = await reapExpiredLeases(handle.db, clock.now(), {
+        maxAttempts,
+        backoffMs: (attempts) => jobBackoffMs(attempts, clock.random()),
+      })
       if (r.requeued + r.failed > 0) {
         this.options.logger.warn(r, 'expired leases returned to the queue')
         this.wake()

@@ -113,7 +113,11 @@ export function createProviderExecutor(options: ProviderExecutorOptions): JobExe
             outcome: { status: 'failed', resultJson: failure(err, providerName, model, latency), errorText: err.message, providerMs: null, workerMs: latency, inputTokens: null, outputTokens: null },
           }
         }
-        return { kind: 'retry', errorText: err.message, resultJson: failure(err, providerName, model, latency) }
+        return {
+          kind: 'retry', errorText: err.message, resultJson: failure(err, providerName, model, latency),
+          // A Retry-After longer than one attempt may wait (RETRY_DEFAULTS.maxRetryAfterMs) schedules the next claim.
+          ...(err.retryAfterMs !== undefined ? { retryAfterMs: err.retryAfterMs } : {}),
+        }
       }
       return { kind: 'retry', errorText: `worker error: ${err.message}` }
     }
