@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto'
-import Fastify, { type FastifyError, type FastifyInstance } from 'fastify'
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify'
 import type { Logger } from 'pino'
 import { authenticate, type WordPressAuthenticator } from './auth/authenticate.js'
 import type { Principal } from './auth/principal.js'
@@ -78,7 +78,10 @@ export function rewritePlainPermalink(url: string, basePath: string): string {
   if (!route || !/^\/ai\/v1(\/|$)/.test(route)) return url
   params.delete('rest_route')
   const rest = params.toString()
-  return `${basePath}/wp-json${encodeURI(route)}${rest ? `?${rest}` : ''}`
+  // The route is a path, as in WordPress: a `?` or `#` in it stays part of the path (and matches
+  // no route) instead of starting a query that would swallow the other parameters.
+  const routePath = encodeURI(route).replace(/[?#]/g, (c) => encodeURIComponent(c))
+  return `${basePath}/wp-json${routePath}${rest ? `?${rest}` : ''}`
 }
 
 async function createStore(config: Config, logger: Logger, metrics: Metrics, clock: Clock): Promise<Store> {
@@ -111,6 +114,15 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
     },
     rewriteUrl: (req) => rewritePlainPermalink(req.url ?? '/', basePath),
     routerOptions: { ignoreTrailingSlash: true },
+    // A URL the router cannot decode (`%E0%A4%A`) or an over-long parameter never reaches the
+    // hooks: answer it here in the WordPress shape, with its X-Request-Id like every response.
+    frameworkErrors: (error, request, reply) => {
+      // The only path parameters are job ids: one over 100 characters is no job (as `/jobs/abc` is not).
+      const body = error.code === 'FST_ERR_MAX_PARAM_LENGTH'
+        ? toWordPressError('ai_not_found', 'No job with that id.', 404)
+        : toWordPressError('ai_invalid_request', 'url: is not a valid URL', 400, { field: 'url' })
+      void (reply as unknown as FastifyReply).code(body.data.status).header('X-Request-Id', request.id).send(body)
+    },
   }) as unknown as FastifyInstance
   const logger = app.log as unknown as Logger
 
@@ -148,11 +160,13 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
       ...(config.jwtPreviousKid ? { previousKid: config.jwtPreviousKid } : {}),
     })
     : undefined
-  const execute = config.workerUrl
+  // The embedded default gets a generated key (src/dev-secrets.ts); anywhere else config refuses to start without one.
+  if (config.workerUrl && !signingKey) throw new Error('AI_JWT_PRIVATE_KEY is required when AI_WORKER_URL is set')
+  const execute = config.workerUrl && signingKey
     ? createDispatchExecutor({
       workerUrl: config.workerUrl,
       callbackUrl: `${new URL(config.publicUrl).origin}${config.routePrefix}/webhook`,
-      key: signingKey!,
+      key: signingKey,
       clock,
       timeoutMs: config.queueTimeoutSeconds * 1000,
       resultWaitMs: config.workerResultSeconds * 1000,
