@@ -244,8 +244,9 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
   for (const s of webhookSecrets) {
     if (s.startsWith('whsec_') && !/^whsec_[A-Za-z0-9+/]+={0,2}$/.test(s)) throw new ConfigError('AI_WEBHOOK_SECRET', 'a whsec_ entry must be base64 after the prefix')
   }
+  // callback_url is built from PUBLIC_URL, never from a Host header: required even in the embedded default.
+  if (workerUrl && !env.PUBLIC_URL && !fromWp.PUBLIC_URL) throw new ConfigError('PUBLIC_URL', 'is required when AI_WORKER_URL is set (callback_url is built from it)')
   if (workerUrl && !embedded) {
-    if (!env.PUBLIC_URL && !fromWp.PUBLIC_URL) throw new ConfigError('PUBLIC_URL', 'is required when AI_WORKER_URL is set (callback_url is built from it)')
     if (webhookSecrets.length === 0) throw new ConfigError('AI_WEBHOOK_SECRET', 'is required when AI_WORKER_URL is set')
     if (!source.AI_JWT_PRIVATE_KEY) throw new ConfigError('AI_JWT_PRIVATE_KEY', 'is required when AI_WORKER_URL is set')
   }

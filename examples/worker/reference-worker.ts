@@ -1,15 +1,17 @@
 /**
  * The reference external worker (SPEC §5 "Dispatch to external workers" and "Webhook").
  *
- * It accepts the gateway's dispatch POSTs, checks the JWT against the gateway's JWKS and the
- * body's sha256, answers 202 at once, runs the job, and posts the result to the callback URL as a
- * Standard-Webhooks-signed webhook, retrying with capped exponential backoff until a 2xx.
+ * It accepts the gateway's dispatch POSTs, checks the JWT against the gateway's JWKS (signature,
+ * audience, expiry, `body_sha256`, replayed tokens), answers 202 at once, runs the job through the
+ * gateway's own provider modules (`src/providers/registry.ts` + `call-provider.ts`), and posts the
+ * result to the callback URL as a Standard-Webhooks-signed webhook, echoing `attempt`, only on the
+ * configured callback origin, retrying with capped exponential backoff until a 2xx.
  *
- * Run it with `npx tsx examples/worker/reference-worker.ts`; settings come from the environment:
- * WORKER_PORT (4000), WORKER_HOST (127.0.0.1), GATEWAY_JWKS_URL, WORKER_AUDIENCE (the gateway's
- * AI_WORKER_URL), CALLBACK_ORIGIN (the only origin results are posted to), AI_WEBHOOK_SECRET (the
- * first entry signs) and AI_PROVIDER (only `echo` is wired here; see `createReferenceWorker`'s
- * `runJob` to plug a real provider in).
+ * Run it with `npm run worker` (`tsx examples/worker/reference-worker.ts`); settings come from the
+ * environment: WORKER_PORT (4000), WORKER_HOST (127.0.0.1), GATEWAY_JWKS_URL, WORKER_AUDIENCE (the
+ * gateway's AI_WORKER_URL), CALLBACK_ORIGIN (the only origin results are posted to),
+ * AI_WEBHOOK_SECRET (the first entry signs), and the provider settings the gateway itself reads:
+ * AI_PROVIDER (default `echo`), AI_PROVIDER_URL, AI_PROVIDER_API_KEY, AI_MODELS, AI_DEFAULT_MODEL.
  */
 import { randomUUID } from 'node:crypto'
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
@@ -19,9 +21,14 @@ import { pathToFileURL } from 'node:url'
 import type { JSONWebKeySet } from 'jose'
 import { Agent, request } from 'undici'
 import { systemClock, type Clock } from '../../src/clock.js'
+import { loadConfig } from '../../src/config.js'
 import { createDispatchVerifier } from '../../src/dispatch/verify-dispatch.js'
 import { toError } from '../../src/errors.js'
+import { callProvider } from '../../src/providers/call-provider.js'
+import { BreakerOpen, ProviderAborted, ProviderError } from '../../src/providers/errors.js'
+import { createProviderRegistry, type ModelConfig, type ProviderName } from '../../src/providers/registry.js'
 import { parseWebhookSecrets, signStandardWebhook } from '../../src/webhook/verify-signature.js'
+import { jobBackoffMs } from '../../src/worker/backoff.js'
 
 /** The stored request a job was created with (SPEC §4), with the model resolved. */
 export interface DispatchedRequest {
@@ -41,8 +48,44 @@ export interface JobOutcome {
   latency_ms: number
 }
 
+/** What the dispatch said about the job, beside its request. */
+export interface RunContext {
+  jobId: number
+  /** The job's stored 64-hex idempotency key (sent on to providers that accept one). */
+  idempotencyKey: string
+  attempt: number
+  requestId: string | undefined
+}
+
 /** Runs one job; throws to fail it. `signal` is aborted when the worker shuts down. */
-export type RunJob = (request: DispatchedRequest, signal: AbortSignal) => Promise<JobOutcome>
+export type RunJob = (request: DispatchedRequest, signal: AbortSignal, context: RunContext) => Promise<JobOutcome>
+
+/** The providers a worker calls: the same settings, with the same meaning, as the gateway's. */
+export interface ProviderSettings {
+  /** `AI_PROVIDER` (default `echo`). */
+  provider?: ProviderName
+  /** `AI_PROVIDER_URL` */
+  url?: string
+  /** `AI_PROVIDER_API_KEY` */
+  apiKey?: string
+  /** `AI_DEFAULT_MODEL`: used when a request names no model (default `echo` for echo). */
+  defaultModel?: string
+  /** `AI_MODELS` */
+  models?: Record<string, ModelConfig>
+  /** Provider calls per job while they fail with retryable errors (default 3, like JOB_MAX_ATTEMPTS). */
+  maxRuns?: number
+  /**
+   * No new call starts after this long since the job began (default 240 s), so the result, or the
+   * failure, arrives before the gateway's default AI_WORKER_RESULT_SECONDS (300) runs out.
+   */
+  deadlineMs?: number
+}
+
+export interface ProviderRunner {
+  runJob: RunJob
+  /** Closes the providers' connection pools. */
+  close(): Promise<void>
+}
 
 export interface WorkerLogger {
   info(details: object, message: string): void
@@ -75,6 +118,9 @@ export interface ReferenceWorkerOptions {
   callbackOrigin: string
   /** One `AI_WEBHOOK_SECRET` entry (`whsec_…` or raw) that signs the result webhooks. */
   webhookSecret: string
+  /** The providers jobs run on (default: `echo`); ignored when `runJob` is given. */
+  provider?: ProviderSettings
+  /** Replaces the provider runner altogether (tests, or a worker that does something else). */
   runJob?: RunJob
   clock?: Clock
   logger?: WorkerLogger
@@ -110,25 +156,84 @@ type WebhookBody =
 const silentLogger: WorkerLogger = { info() {}, warn() {}, error() {} }
 const ERROR_TEXT_MAX_CHARS = 2000
 
-/** The default runner: answers with the input (or the last user message), like the `echo` provider. */
-export const echoRunJob: RunJob = async (request) => {
-  const text = request.input ?? [...(request.messages ?? [])].reverse().find((m) => m.role === 'user')?.content ?? ''
-  const words = (s: string) => s.split(/\s+/).filter(Boolean).length
-  return {
-    output: text,
-    finish_reason: 'stop',
-    usage: { input_tokens: words(text), output_tokens: words(text) },
-    provider: 'echo',
-    model: request.model ?? 'echo',
-    latency_ms: 0,
+const realSleep = (ms: number, signal: AbortSignal) => sleepFor(ms, undefined, { signal })
+
+/**
+ * Runs jobs through the gateway's own provider modules: the registry resolves the model to its
+ * provider (with one circuit breaker per provider), and `callProvider` makes the call with SPEC §6's
+ * retries inside one run. A retryable failure is run again after the job-level backoff, up to
+ * `maxRuns` calls; an open breaker is waited out without counting a run; a terminal error fails the
+ * job at once with the provider's message (status and code) as `error_text`.
+ */
+export function createProviderRunner(settings: ProviderSettings = {}, deps: { clock?: Clock; sleep?: (ms: number, signal: AbortSignal) => Promise<void> } = {}): ProviderRunner {
+  const clock = deps.clock ?? systemClock
+  const sleep = deps.sleep ?? realSleep
+  const provider = settings.provider ?? 'echo'
+  const defaultModel = settings.defaultModel ?? (provider === 'echo' ? 'echo' : '')
+  if (defaultModel === '') throw new Error(`AI_DEFAULT_MODEL is required when AI_PROVIDER is ${provider}`)
+  const maxRuns = settings.maxRuns ?? 3
+  const deadlineMs = settings.deadlineMs ?? 240_000
+  const registry = createProviderRegistry({
+    defaultProvider: provider,
+    ...(settings.url !== undefined ? { defaultUrl: settings.url } : {}),
+    ...(settings.apiKey !== undefined ? { defaultApiKey: settings.apiKey } : {}),
+    defaultModel,
+    models: settings.models ?? {},
+    clock,
+  })
+
+  const runJob: RunJob = async (request, signal, context) => {
+    const model = typeof request.model === 'string' && request.model !== '' ? request.model : defaultModel
+    // The gateway allowed the model; this worker must know it too, or it would call the wrong provider.
+    if (!registry.isAllowed(model)) throw new Error(`model "${model}" is not configured on this worker (AI_MODELS, AI_DEFAULT_MODEL)`)
+    const resolved = registry.resolve(model)
+    const started = clock.now()
+    for (let run = 1; ; ) {
+      try {
+        const call = await callProvider(resolved, {
+          model,
+          ...(request.input !== undefined ? { input: request.input } : {}),
+          ...(request.messages !== undefined ? { messages: request.messages } : {}),
+          ...(request.params !== undefined ? { params: request.params } : {}),
+          idempotencyKey: context.idempotencyKey,
+        }, { clock, signal })
+        return {
+          output: call.result.output,
+          finish_reason: call.result.finish_reason,
+          usage: call.result.usage,
+          provider: resolved.provider.name,
+          model,
+          latency_ms: call.providerMs,
+        }
+      } catch (caught) {
+        const err = toError(caught)
+        if (err instanceof ProviderAborted || signal.aborted) throw err
+        let waitMs: number
+        if (err instanceof BreakerOpen) {
+          // The provider is known to be down: wait for the breaker without spending a run.
+          waitMs = Math.max(1, err.retryAt - clock.now())
+        } else if (err instanceof ProviderError && err.retryable && run < maxRuns) {
+          waitMs = Math.max(jobBackoffMs(run, clock.random()), err.retryAfterMs ?? 0)
+          run++
+        } else {
+          throw err
+        }
+        if (clock.now() + waitMs - started > deadlineMs) throw err
+        await sleep(waitMs, signal)
+      }
+    }
   }
+
+  return { runJob, close: () => registry.close() }
 }
 
 /** Builds the worker; nothing listens until `listen()`. */
 export function createReferenceWorker(options: ReferenceWorkerOptions): ReferenceWorker {
   const clock = options.clock ?? systemClock
   const logger = options.logger ?? silentLogger
-  const runJob = options.runJob ?? echoRunJob
+  const sleep = options.sleep ?? realSleep
+  const runner = options.runJob === undefined ? createProviderRunner(options.provider, { clock, sleep }) : undefined
+  const runJob: RunJob = options.runJob ?? runner!.runJob
   const maxBodyBytes = options.maxBodyBytes ?? 1024 * 1024
   const retry = {
     maxTries: options.retry?.maxTries ?? 10,
@@ -137,7 +242,6 @@ export function createReferenceWorker(options: ReferenceWorkerOptions): Referenc
     maxTotalMs: options.retry?.maxTotalMs ?? 10 * 60_000,
     timeoutMs: options.retry?.timeoutMs ?? 10_000,
   }
-  const sleep = options.sleep ?? ((ms: number, signal: AbortSignal) => sleepFor(ms, undefined, { signal }))
   const callbackOrigin = new URL(options.callbackOrigin).origin
   // Fail at construction, not at the first delivery, when the secret cannot sign.
   signStandardWebhook({ secret: options.webhookSecret, id: 'probe', timestampSeconds: 0, body: '' })
@@ -186,6 +290,12 @@ export function createReferenceWorker(options: ReferenceWorkerOptions): Referenc
       return reply(res, 403, { error: 'callback_url origin not allowed' })
     }
 
+    const { claims } = verified
+    logger.info({
+      job_id: dispatch.job_id, attempt: dispatch.attempt, request_id: dispatch.request_id,
+      kid: verified.kid, alg: verified.alg, sub: claims.sub, jti: claims.jti, aud: claims.aud, iat: claims.iat, exp: claims.exp, body_sha256: claims.body_sha256,
+    }, 'dispatch verified against the gateway JWKS')
+
     const key = `${dispatch.idempotency_key}:${dispatch.attempt}`
     if (!inFlight.has(key)) {
       const task = runAndDeliver(dispatch).finally(() => inFlight.delete(key))
@@ -199,17 +309,21 @@ export function createReferenceWorker(options: ReferenceWorkerOptions): Referenc
     const started = clock.now()
     let body: WebhookBody
     try {
-      const outcome = await runJob(dispatch.request, shutdown.signal)
+      const outcome = await runJob(dispatch.request, shutdown.signal, {
+        jobId: dispatch.job_id, idempotencyKey: dispatch.idempotency_key, attempt: dispatch.attempt, requestId: dispatch.request_id,
+      })
       body = {
         job_id: dispatch.job_id,
         idempotency_key: dispatch.idempotency_key,
         status: 'succeeded',
+        // The same result shape as a job run inside the gateway.
         result_json: {
           output: outcome.output,
           finish_reason: outcome.finish_reason,
           provider: outcome.provider,
           model: outcome.model,
           usage: outcome.usage,
+          latency_ms: outcome.latency_ms,
         },
         // SPEC §4: the webhook's usage.tokens is output tokens, usage.ms is provider time.
         usage: { tokens: outcome.usage.output_tokens, ms: outcome.latency_ms },
@@ -255,14 +369,11 @@ export function createReferenceWorker(options: ReferenceWorkerOptions): Referenc
           logger.info({ ...log, status: res.statusCode, tries: tryNumber }, 'result delivered')
           return
         }
-        if (res.statusCode >= 400 && res.statusCode < 500 && res.statusCode !== 408 && res.statusCode !== 429) {
-          // A refusal (bad signature, unknown job, malformed body): trying again cannot help.
-          logger.error({ ...log, status: res.statusCode, tries: tryNumber }, 'result refused by the gateway; not retrying')
-          return
-        }
+        // Any other answer is retried, as Standard Webhooks senders do: a refusal may come from a
+        // proxy, an allowlist or a secret being rotated, and clear up; the schedule is bounded.
         const retryAfterMs = parseRetryAfter(res.headers['retry-after'], clock.now())
         if (retryAfterMs !== undefined) delayMs = Math.min(retry.maxDelayMs, Math.max(delayMs, retryAfterMs))
-        logger.warn({ ...log, status: res.statusCode, tries: tryNumber }, 'result delivery failed; will retry')
+        logger.warn({ ...log, status: res.statusCode, tries: tryNumber }, 'result delivery not acknowledged; will retry')
       } catch (err) {
         if (shutdown.signal.aborted) break
         logger.warn({ ...log, err: toError(err).message, tries: tryNumber }, 'result delivery failed; will retry')
@@ -306,6 +417,7 @@ export function createReferenceWorker(options: ReferenceWorkerOptions): Referenc
       server.closeAllConnections()
       await closed
       await agent.close()
+      await runner?.close()
     },
   }
 }
@@ -382,16 +494,23 @@ function optionsFromEnv(env: NodeJS.ProcessEnv): ReferenceWorkerOptions {
   const portText = env.WORKER_PORT?.trim() || '4000'
   const port = Number(portText)
   if (!/^\d+$/.test(portText) || port > 65535) throw new Error('WORKER_PORT must be a port number (0–65535)')
-  const provider = env.AI_PROVIDER?.trim() || 'echo'
-  if (provider !== 'echo') {
-    throw new Error(`AI_PROVIDER=${provider} is not wired into the reference worker yet; pass a runJob to createReferenceWorker()`)
+  // The provider settings are read and checked exactly as the gateway reads them.
+  const providerEnv: Record<string, string | undefined> = {}
+  for (const name of ['AI_PROVIDER', 'AI_PROVIDER_URL', 'AI_PROVIDER_API_KEY', 'AI_MODELS', 'AI_DEFAULT_MODEL']) providerEnv[name] = env[name]?.trim()
+  const config = loadConfig(providerEnv)
+  const provider: ProviderSettings = {
+    provider: config.provider,
+    ...(config.providerUrl !== undefined ? { url: config.providerUrl } : {}),
+    ...(config.providerApiKey !== undefined ? { apiKey: config.providerApiKey } : {}),
+    defaultModel: config.defaultModel,
+    models: config.models,
   }
   const jwksUrl = url('GATEWAY_JWKS_URL')
   const audience = url('WORKER_AUDIENCE')
   const callbackOrigin = new URL(url('CALLBACK_ORIGIN')).origin
   const secret = parseWebhookSecrets(required('AI_WEBHOOK_SECRET'))[0]
   if (secret === undefined) throw new Error('AI_WEBHOOK_SECRET is required')
-  return { port, host: env.WORKER_HOST?.trim() || '127.0.0.1', jwksUrl, audience, callbackOrigin, webhookSecret: secret }
+  return { port, host: env.WORKER_HOST?.trim() || '127.0.0.1', jwksUrl, audience, callbackOrigin, webhookSecret: secret, provider }
 }
 
 async function main(): Promise<void> {
@@ -406,7 +525,10 @@ async function main(): Promise<void> {
   }
   const worker = createReferenceWorker({ ...options, logger })
   const url = await worker.listen()
-  logger.info({ url, audience: options.audience, callbackOrigin: options.callbackOrigin }, 'reference worker listening')
+  logger.info({
+    url, audience: options.audience, callbackOrigin: options.callbackOrigin,
+    provider: options.provider?.provider, defaultModel: options.provider?.defaultModel,
+  }, 'reference worker listening')
   let stopping = false
   const stop = (signal: string) => {
     if (stopping) return

@@ -76,7 +76,7 @@ export interface ClaimOptions {
   nowMs: number
   leaseOwner: string
   leaseMs: number
-  /** External mode: each claim is a new dispatch, numbered by `dispatch_attempt`. */
+  /** External mode: each claim is a dispatch; `dispatch_attempt` becomes the claim's attempt number. */
   dispatch?: boolean
 }
 
@@ -101,6 +101,11 @@ export async function claimJobs(handle: DatabaseHandle, options: ClaimOptions): 
   const now = toDbTime(options.nowMs)
   const leaseUntil = toDbTime(options.nowMs + options.leaseMs)
   const running = {
+    // External mode: the dispatch is numbered by the attempts spent, so a failed dispatch (whose
+    // attempt is refunded) is re-sent with the same number and only an expired lease moves it on
+    // (SPEC §5). It must come before `attempts` in the SET list: MySQL evaluates assignments left
+    // to right with the new values, SQLite with the old ones; placed first, both read the old one.
+    ...(options.dispatch ? { dispatch_attempt: sql<number>`attempts + 1` } : {}),
     status: 'running' as const,
     lease_owner: options.leaseOwner,
     lease_expires_at: leaseUntil,
@@ -108,7 +113,6 @@ export async function claimJobs(handle: DatabaseHandle, options: ClaimOptions): 
     updated_at: now,
     attempts: sql<number>`attempts + 1`,
     version: bump,
-    ...(options.dispatch ? { dispatch_attempt: sql<number>`dispatch_attempt + 1` } : {}),
   }
   if (handle.dialect === 'sqlite') {
     // SQLite has one writer at a time: a single UPDATE … RETURNING is the whole claim.
@@ -269,7 +273,8 @@ export async function reapExpiredLeases(db: Db, nowMs: number, options: ReapOpti
     let q = db.updateTable('ai_jobs').set(spent
       ? {
         status: 'failed',
-        error_text: `The worker running attempt ${attempts} of ${options.maxAttempts} stopped renewing its lease; no attempts are left.${lastError}`.slice(0, 60_000),
+        // TEXT holds 65,535 bytes: 16,000 characters fit even at 4 bytes each.
+        error_text: `Attempt ${attempts} of ${options.maxAttempts} ran out its lease without a result (the worker stopped, or an external worker never answered); no attempts are left.${lastError}`.slice(0, 16_000),
         lease_owner: null,
         lease_expires_at: null,
         updated_at: now,
@@ -278,7 +283,7 @@ export async function reapExpiredLeases(db: Db, nowMs: number, options: ReapOpti
       : {
         status: 'pending',
         run_after: toDbTime(nowMs + options.backoffMs(attempts)),
-        error_text: `The worker running attempt ${attempts} stopped renewing its lease; the job will run again.`,
+        error_text: `Attempt ${attempts} ran out its lease without a result; the job will run again.`,
         lease_owner: null,
         lease_expires_at: null,
         updated_at: now,

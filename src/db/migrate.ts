@@ -22,8 +22,13 @@ export async function runMigrations(handle: DatabaseHandle, now: () => number = 
   const book = sql.id(`${handle.prefix}ai_gateway_migrations`)
   const run = async (db: Kysely<any>): Promise<MigrationReport> => {
     if (handle.dialect === 'mysql') {
-      await sql`CREATE TABLE IF NOT EXISTS ${book} (name VARCHAR(191) NOT NULL PRIMARY KEY, applied_at DATETIME(3) NOT NULL)
-        ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_520_ci`.execute(db)
+      // information_schema rather than IF NOT EXISTS (SPEC §3), checked under the lock.
+      const found = await sql<{ n: number }>`SELECT COUNT(*) AS n FROM information_schema.TABLES
+        WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ${`${handle.prefix}ai_gateway_migrations`}`.execute(db)
+      if (Number(found.rows[0]?.n ?? 0) === 0) {
+        await sql`CREATE TABLE ${book} (name VARCHAR(191) NOT NULL PRIMARY KEY, applied_at DATETIME(3) NOT NULL)
+          ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_520_ci`.execute(db)
+      }
     } else {
       await sql`CREATE TABLE IF NOT EXISTS ${book} (name TEXT NOT NULL PRIMARY KEY, applied_at TEXT NOT NULL)`.execute(db)
     }
@@ -45,14 +50,16 @@ export async function runMigrations(handle: DatabaseHandle, now: () => number = 
   if (handle.dialect === 'sqlite') return run(handle.db)
 
   return handle.db.connection().execute(async (conn) => {
-    const lockName = `wp-ai-gateway:migrate:${handle.prefix}`
-    // The lock name is scoped by the current database so two sites on one server do not wait on each other.
-    const got = await sql<{ ok: number | null }>`SELECT GET_LOCK(CONCAT(DATABASE(), ':', ${lockName}), ${LOCK_WAIT_SECONDS}) AS ok`.execute(conn)
+    // The lock is scoped by the current database and prefix so two sites on one server do not wait
+    // on each other. Hashed because MySQL 5.7+ refuses lock names over 64 characters, and a database
+    // name alone may have 64: 'wp-ai-gateway:migrate:' + 40 hex = 62.
+    const lockName = sql`CONCAT('wp-ai-gateway:migrate:', SHA1(CONCAT(DATABASE(), ':', ${handle.prefix})))`
+    const got = await sql<{ ok: number | null }>`SELECT GET_LOCK(${lockName}, ${LOCK_WAIT_SECONDS}) AS ok`.execute(conn)
     if (Number(got.rows[0]?.ok) !== 1) throw new Error(`could not take the migration lock within ${LOCK_WAIT_SECONDS}s (another replica is migrating?)`)
     try {
       return await run(conn)
     } finally {
-      await sql`SELECT RELEASE_LOCK(CONCAT(DATABASE(), ':', ${lockName}))`.execute(conn)
+      await sql`SELECT RELEASE_LOCK(${lockName})`.execute(conn)
     }
   })
 }

@@ -1,5 +1,5 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
-import { createLocalJWKSet, createRemoteJWKSet, jwtVerify, type JSONWebKeySet, type JWTPayload, type JWTVerifyGetKey } from 'jose'
+import { createLocalJWKSet, createRemoteJWKSet, jwtVerify, type JSONWebKeySet, type JWTHeaderParameters, type JWTPayload, type JWTVerifyGetKey } from 'jose'
 import type { Clock } from '../clock.js'
 import { MAX_DISPATCH_TOKEN_SECONDS } from './jwt.js'
 
@@ -29,7 +29,8 @@ export interface DispatchTokenClaims {
 }
 
 export type DispatchVerification =
-  | { ok: true; claims: DispatchTokenClaims }
+  /** `kid` and `alg` are the verified token's header: which published key signed it. */
+  | { ok: true; claims: DispatchTokenClaims; kid: string | undefined; alg: string }
   | { ok: false; reason: string }
 
 export interface DispatchVerifierOptions {
@@ -80,8 +81,9 @@ export function createDispatchVerifier(options: DispatchVerifierOptions): Dispat
 
       const nowMs = clock.now()
       let payload: JWTPayload
+      let header: JWTHeaderParameters
       try {
-        ;({ payload } = await jwtVerify(match[1], keySet, {
+        ;({ payload, protectedHeader: header } = await jwtVerify(match[1], keySet, {
           algorithms: ['ES256', 'RS256'],
           audience,
           typ: 'JWT',
@@ -115,7 +117,7 @@ export function createDispatchVerifier(options: DispatchVerifierOptions): Dispat
       const forgetAtMs = seen.get(replayKey)
       if (forgetAtMs !== undefined && forgetAtMs > nowMs) return { ok: false, reason: 'token replayed' }
       seen.set(replayKey, Math.max(nowMs + replayTtlMs, (claims.exp + tolerance) * 1000))
-      return { ok: true, claims }
+      return { ok: true, claims, kid: header.kid, alg: header.alg }
     },
   }
 }

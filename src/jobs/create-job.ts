@@ -71,7 +71,9 @@ export async function createJob(deps: CreateDeps, principal: Principal, body: un
     const existing = await findJobByKey(db, storedKey)
     if (existing) return replayOrConflict(existing, hash)
   }
-  if (deps.dedupeWindowSeconds > 0) {
+  // The dedupe window merges identical requests that carry no key (SPEC §3: "instead"); a client
+  // that sends a new key of its own is asking for a new job, e.g. a "regenerate" button.
+  if (clientKey === undefined && deps.dedupeWindowSeconds > 0) {
     const recent = await findRecentDuplicate(db, principal.ownerKey, hash, now - deps.dedupeWindowSeconds * 1000)
     if (recent) return { kind: 'replayed', row: recent }
   }

@@ -14,7 +14,8 @@ function notFound(): ApiError {
 }
 
 export function parseJobId(raw: unknown): number {
-  if (typeof raw !== 'string' || !/^[1-9]\d{0,15}$/.test(raw)) throw notFound()
+  // Past 2^53 Number() would round to some other job's id.
+  if (typeof raw !== 'string' || !/^[1-9]\d{0,15}$/.test(raw) || !Number.isSafeInteger(Number(raw))) throw notFound()
   return Number(raw)
 }
 

@@ -1,6 +1,6 @@
 import { BlockList, isIPv4, isIPv6 } from 'node:net'
 import type { FastifyInstance } from 'fastify'
-import { completeFromWebhook, findJob } from '../db/jobs-repository.js'
+import { completeFromWebhook, findJob, type JobRow } from '../db/jobs-repository.js'
 import { TERMINAL_STATUSES } from '../db/schema.js'
 import { fromDbTime } from '../db/time.js'
 import { ApiError } from '../errors.js'
@@ -70,6 +70,18 @@ function allowed(list: BlockList, ip: string): boolean {
   return list.check(plain, isIPv6(plain) ? 'ipv6' : 'ipv4')
 }
 
+/**
+ * From this dispatch to its webhook. The claim that sent it set `started_at`; `dispatched_at` is
+ * written once the worker's 2xx is seen, which a fast worker's webhook can beat, and an older
+ * `dispatched_at` (from an earlier dispatch) must not count.
+ */
+function workerMsOf(row: JobRow, nowMs: number): number | null {
+  const started = row.started_at ? fromDbTime(row.started_at) : undefined
+  const dispatched = row.dispatched_at ? fromDbTime(row.dispatched_at) : undefined
+  const from = dispatched !== undefined && (started === undefined || dispatched >= started) ? dispatched : started
+  return from === undefined ? null : Math.max(0, Math.round(nowMs - from))
+}
+
 /** `POST /webhook`: results from external workers (SPEC §5). */
 export async function webhookRoutes(app: FastifyInstance): Promise<void> {
   const gw = app.gateway
@@ -94,7 +106,7 @@ export async function webhookRoutes(app: FastifyInstance): Promise<void> {
     if (await gw.store.get(replayKey)) return reply.code(204).send()
     if (TERMINAL_STATUSES.includes(row.status)) return reply.code(204).send()
     // A delivery for an older dispatch is acknowledged and ignored: a newer one is under way.
-    if (body.attempt !== undefined && body.attempt !== row.dispatch_attempt) return reply.code(204).send()
+    if (body.attempt !== undefined && body.attempt !== Number(row.dispatch_attempt)) return reply.code(204).send()
 
     const now = gw.clock.now()
     let resultJson = body.status === 'succeeded' ? JSON.stringify(body.result_json) : null
@@ -111,7 +123,7 @@ export async function webhookRoutes(app: FastifyInstance): Promise<void> {
       errorText,
       providerMs: body.usage?.ms ?? null,
       outputTokens: body.usage?.tokens ?? null,
-      workerMs: row.dispatched_at ? Math.max(0, now - fromDbTime(row.dispatched_at)) : null,
+      workerMs: workerMsOf(row, now),
     }, now)
     // Recorded only after the commit, so a delivery that failed half-way can be sent again.
     await gw.store.set(replayKey, String(row.id), REPLAY_TTL_MS)

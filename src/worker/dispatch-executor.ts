@@ -27,7 +27,7 @@ export interface DispatchExecutorOptions {
  */
 export function createDispatchExecutor(options: DispatchExecutorOptions): JobExecutor {
   let consecutiveFailures = 0
-  return async (row: JobRow, signal: AbortSignal): Promise<JobDecision> => {
+  return async (row: JobRow, signal: AbortSignal, abortReason): Promise<JobDecision> => {
     const now = options.clock.now()
     let request: unknown
     try {
@@ -36,9 +36,10 @@ export function createDispatchExecutor(options: DispatchExecutorOptions): JobExe
       return { kind: 'finish', outcome: { status: 'failed', resultJson: null, errorText: `stored request cannot be read: ${toError(err).message}`, providerMs: null, workerMs: null, inputTokens: null, outputTokens: null } }
     }
     const body = JSON.stringify({
-      job_id: row.id,
+      job_id: Number(row.id),
       idempotency_key: row.idempotency_key,
-      attempt: row.dispatch_attempt,
+      // Set by the claim: the attempts spent so far plus this one (a failed dispatch spends none).
+      attempt: Number(row.dispatch_attempt),
       request,
       callback_url: options.callbackUrl,
       request_id: row.request_id,
@@ -70,6 +71,8 @@ export function createDispatchExecutor(options: DispatchExecutorOptions): JobExe
       options.onDispatch?.('refused')
       return { kind: 'release', runAfterMs: backoff(), reason: `worker answered ${response.statusCode}` }
     } catch (err) {
+      // Canceled while the POST was under way: the row is `canceled` already, nothing to write.
+      if (abortReason() === 'cancel') return { kind: 'drop', reason: 'canceled while dispatching' }
       options.onDispatch?.('error')
       return { kind: 'release', runAfterMs: backoff(), reason: `dispatch failed: ${toError(err).message}` }
     }

@@ -6,6 +6,7 @@ import type { DatabaseHandle } from '../db/database.js'
 import {
   claimJobs, finishJob, markDispatched, reapExpiredLeases, renewLeases, requeueJob, type JobRow, type Outcome,
 } from '../db/jobs-repository.js'
+import { fromDbTime } from '../db/time.js'
 import { toError } from '../errors.js'
 import { jobBackoffMs } from './backoff.js'
 
@@ -55,8 +56,8 @@ interface Running {
   controller: AbortController
   reason: AbortReason | undefined
   done: Promise<void>
-  /** When the lease was last known to be ours (the claim, then each renewal). */
-  heldAt: number
+  /** Until when the lease is known to be ours: set by the claim, moved by each renewal. */
+  leaseUntil: number
 }
 
 /** Tries for a fenced write that hit a database error, with 100 ms, 200 ms, … between them. */
@@ -82,6 +83,11 @@ export class WorkerPool {
 
   constructor(private readonly options: PoolOptions) {}
 
+  /** Three renewals per lease: one missed heartbeat is survived, two are not. */
+  private get heartbeatMs(): number {
+    return Math.max(100, Math.floor(this.options.leaseMs / 3))
+  }
+
   get size(): number {
     return this.running.size
   }
@@ -100,7 +106,7 @@ export class WorkerPool {
     const { pollMs = 500, reapEveryMs = 5_000, leaseMs } = this.options
     this.timers.push(setInterval(() => this.wake(), pollMs))
     this.timers.push(setInterval(() => void this.reap(), reapEveryMs))
-    this.heartbeatTimer = setInterval(() => void this.heartbeat(), Math.max(100, Math.floor(leaseMs / 3)))
+    this.heartbeatTimer = setInterval(() => void this.heartbeat(), this.heartbeatMs)
     for (const t of [...this.timers, this.heartbeatTimer]) t.unref()
     void this.reap()
     this.wake()
@@ -195,7 +201,8 @@ export class WorkerPool {
 
   private launch(row: JobRow): Running {
     const controller = new AbortController()
-    const entry: Running = { row, controller, reason: undefined, done: Promise.resolve(), heldAt: this.options.clock.now() }
+    const leaseUntil = row.lease_expires_at ? fromDbTime(row.lease_expires_at) : this.options.clock.now() + this.options.leaseMs
+    const entry: Running = { row, controller, reason: undefined, done: Promise.resolve(), leaseUntil }
     this.running.set(row.id, entry)
     entry.done = this.execute(entry).finally(() => {
       this.running.delete(row.id)
@@ -213,7 +220,9 @@ export class WorkerPool {
       // Any throw must still release the job: an executor bug counts as a failed attempt.
       decision = { kind: 'retry', errorText: `worker error: ${toError(err).message}` }
     }
-    if (entry.reason === 'shutdown' && decision.kind !== 'finish') {
+    // A call cut short by the shutdown may have ended as an error: that is not the provider's
+    // fault, so the attempt is given back. A finished (or accepted, or dropped) job stays as it is.
+    if (entry.reason === 'shutdown' && decision.kind === 'retry') {
       decision = { kind: 'release', runAfterMs: this.options.clock.now(), reason: 'shutdown' }
     }
     // The lease stays renewed while this runs (the job is still in `running`), so a short database
@@ -275,27 +284,30 @@ export class WorkerPool {
   }
 
   private async heartbeat(): Promise<void> {
-    const ids = [...this.running.keys()]
-    if (ids.length === 0) return
     const { clock, leaseMs } = this.options
     const now = clock.now()
+    // A lease that could not be renewed (the database is down or hangs) passes to any replica
+    // once it runs out. Stop our copy while some of it is left, before the next heartbeat would
+    // be too late, so no job runs twice at once. Nothing is written: the reaper returns the job.
+    const margin = Math.min(this.heartbeatMs * 1.5, leaseMs / 2)
+    for (const [id, job] of this.running) {
+      if (job.reason === undefined && job.leaseUntil - now <= margin) {
+        this.options.logger.warn({ jobId: id, leaseLeftMs: job.leaseUntil - now }, 'lease could not be renewed in time; stopping the job here')
+        this.abortJob(id, 'lease_lost')
+      }
+    }
+    const ids = [...this.running].filter(([, job]) => job.reason === undefined).map(([id]) => id)
+    if (ids.length === 0) return
     try {
-      const lost = await renewLeases(this.options.handle.db, ids, this.workerId, now, leaseMs)
-      const gone = new Set(lost)
+      const lost = new Set(await renewLeases(this.options.handle.db, ids, this.workerId, now, leaseMs))
       for (const id of ids) {
         const job = this.running.get(id)
-        if (job && !gone.has(id)) job.heldAt = now
+        if (!job) continue
+        if (lost.has(id)) this.abortJob(id, 'lease_lost')
+        else job.leaseUntil = now + leaseMs
       }
-      for (const id of lost) this.abortJob(id, 'lease_lost')
     } catch (err) {
       this.report('heartbeat', err)
-      // Unrenewed, a lease runs out and another replica may claim the job: stop our copy first
-      // (a quarter lease early) so no job runs twice at once. Nothing is written; the reaper
-      // returns the job once the database is back.
-      for (const id of ids) {
-        const job = this.running.get(id)
-        if (job && clock.now() - job.heldAt >= leaseMs * 0.75) this.abortJob(id, 'lease_lost')
-      }
     }
   }
 

@@ -111,7 +111,7 @@ describe('createDispatchVerifier', () => {
 
   it('accepts a good token and returns its claims', async () => {
     const result = await verifier().verify(`Bearer ${await sign(key)}`, body)
-    expect(result).toEqual({ ok: true, claims: expect.objectContaining({ sub: '42', jti: JTI, aud: AUD, body_sha256: bodySha256(body) }) })
+    expect(result).toEqual({ ok: true, kid: 'k1', alg: 'ES256', claims: expect.objectContaining({ sub: '42', jti: JTI, aud: AUD, body_sha256: bodySha256(body) }) })
   })
 
   it('refuses a wrong audience', async () => {
