@@ -4,7 +4,7 @@ import SQLite from 'better-sqlite3'
 import {
   Kysely, MysqlDialect, OperationNodeTransformer, SqliteDialect, sql,
   type KyselyPlugin, type PluginTransformQueryArgs, type PluginTransformResultArgs,
-  type QueryResult, type RootOperationNode, type TableNode, type UnknownRow,
+  type MysqlPool, type MysqlPoolConnection, type QueryResult, type RootOperationNode, type TableNode, type UnknownRow,
 } from 'kysely'
 import { createPool, type Pool, type PoolOptions } from 'mysql2'
 import type { Database } from './schema.js'
@@ -18,6 +18,10 @@ export interface DatabaseHandle {
   prefix: string
   /** `SELECT VERSION()` on MySQL/MariaDB, `sqlite_version()` on SQLite. */
   serverVersion: string
+  /** MySQL: change the per-query timeout (0 = none, used while migrations run). */
+  setQueryTimeout(ms: number): void
+  /** The per-query timeout in force. */
+  queryTimeoutMs(): number
   close(): Promise<void>
 }
 
@@ -26,7 +30,12 @@ export interface DatabaseOptions {
   prefix: string
   /** Connections in the MySQL pool. */
   poolSize?: number
+  /** MySQL: a query that gets no answer for this long fails (and the request gets a 503). */
+  queryTimeoutMs?: number
 }
+
+/** Far above any statement the gateway runs (they take milliseconds), well below a client's patience. */
+export const DEFAULT_QUERY_TIMEOUT_MS = 10_000
 
 class PrefixTransformer extends OperationNodeTransformer {
   constructor(private readonly prefix: string) {
@@ -97,7 +106,37 @@ export function mysqlPoolOptions(url: string, poolSize: number): PoolOptions {
   }
 }
 
-function openMysql(options: DatabaseOptions): { db: Kysely<Database>; pool: Pool } {
+/**
+ * mysql2 has no default query timeout: a database that stops answering without closing the
+ * connection (a network partition, a stalled proxy) would hold requests forever. Every query gets
+ * `timeoutMs()` (0 = none, while migrations run); a connection whose query timed out is destroyed,
+ * because its protocol state is unknown, so the pool opens a fresh one.
+ */
+function withQueryTimeout(pool: Pool, timeoutMs: () => number): MysqlPool {
+  return {
+    getConnection(callback) {
+      pool.getConnection((error, conn) => {
+        if (error) return callback(error, undefined as unknown as MysqlPoolConnection)
+        const wrapped: MysqlPoolConnection = {
+          query: ((sql: string, parameters: unknown[], cb?: (error: unknown, result: unknown) => void) => {
+            const timeout = timeoutMs()
+            const query = timeout > 0 ? { sql, timeout } : { sql }
+            if (!cb) return conn.query(query, parameters)
+            conn.query(query, parameters, (err: unknown, result: unknown) => {
+              if ((err as { code?: string } | null)?.code === 'PROTOCOL_SEQUENCE_TIMEOUT') conn.destroy()
+              cb(err, result)
+            })
+          }) as MysqlPoolConnection['query'],
+          release: () => conn.release(),
+        }
+        callback(null, wrapped)
+      })
+    },
+    end: (callback) => pool.end(callback),
+  }
+}
+
+function openMysql(options: DatabaseOptions): { db: Kysely<Database>; pool: Pool; setQueryTimeout: (ms: number) => void } {
   const pool = createPool(mysqlPoolOptions(options.url, options.poolSize ?? 10))
   pool.on('connection', (conn) => {
     // READ COMMITTED: under REPEATABLE READ a claim that scans past the last pending row takes a
@@ -108,8 +147,12 @@ function openMysql(options: DatabaseOptions): { db: Kysely<Database>; pool: Pool
     conn.query('SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED')
     conn.query("SET SESSION time_zone = '+00:00', sql_mode = CONCAT(@@sql_mode, ',STRICT_TRANS_TABLES')")
   })
-  const db = new Kysely<Database>({ dialect: new MysqlDialect({ pool }), plugins: [new TablePrefixPlugin(options.prefix)] })
-  return { db, pool }
+  let queryTimeoutMs = options.queryTimeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS
+  const db = new Kysely<Database>({
+    dialect: new MysqlDialect({ pool: withQueryTimeout(pool, () => queryTimeoutMs) }),
+    plugins: [new TablePrefixPlugin(options.prefix)],
+  })
+  return { db, pool, setQueryTimeout: (ms) => { queryTimeoutMs = ms } }
 }
 
 function openSqlite(options: DatabaseOptions): { db: Kysely<Database>; raw: SQLite.Database } {
@@ -135,15 +178,24 @@ export async function openDatabase(options: DatabaseOptions): Promise<DatabaseHa
   if (dialect === 'sqlite') {
     const { db } = openSqlite(options)
     const row = await sql<{ v: string }>`select sqlite_version() as v`.execute(db)
-    return { db, dialect, prefix: options.prefix, serverVersion: row.rows[0]!.v, close: () => db.destroy() }
+    return { db, dialect, prefix: options.prefix, serverVersion: row.rows[0]!.v, setQueryTimeout: () => {}, queryTimeoutMs: () => 0, close: () => db.destroy() }
   }
-  const { db } = openMysql({ ...options, url: options.url.replace(/^mariadb:/, 'mysql:') })
+  let current = options.queryTimeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS
+  const { db, setQueryTimeout } = openMysql({ ...options, url: options.url.replace(/^mariadb:/, 'mysql:') })
   try {
     // The handshake reports `5.5.5-10.x-MariaDB` on MariaDB; VERSION() is the real one.
     const row = await sql<{ v: string }>`SELECT VERSION() AS v`.execute(db)
     const version = row.rows[0]!.v
     checkServerVersion(version)
-    return { db, dialect, prefix: options.prefix, serverVersion: version, close: () => db.destroy() }
+    return {
+      db, dialect, prefix: options.prefix, serverVersion: version,
+      setQueryTimeout: (ms) => {
+        current = ms
+        setQueryTimeout(ms)
+      },
+      queryTimeoutMs: () => current,
+      close: () => db.destroy(),
+    }
   } catch (err) {
     await db.destroy().catch(() => {})
     throw err

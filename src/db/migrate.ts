@@ -49,6 +49,17 @@ export async function runMigrations(handle: DatabaseHandle, now: () => number = 
 
   if (handle.dialect === 'sqlite') return run(handle.db)
 
+  // Waiting for the lock and rebuilding a large seed table may take minutes: no query timeout here.
+  const timeout = handle.queryTimeoutMs()
+  handle.setQueryTimeout(0)
+  try {
+    return await migrateLocked(handle, run)
+  } finally {
+    handle.setQueryTimeout(timeout)
+  }
+}
+
+async function migrateLocked(handle: DatabaseHandle, run: (db: Kysely<any>) => Promise<MigrationReport>): Promise<MigrationReport> {
   return handle.db.connection().execute(async (conn) => {
     // The lock is scoped by the current database and prefix so two sites on one server do not wait
     // on each other. Hashed because MySQL 5.7+ refuses lock names over 64 characters, and a database

@@ -13,6 +13,11 @@ export function fromDbTime(value: string): number {
   return Date.parse(`${date}T${time}${time.includes('.') ? '' : '.000'}Z`)
 }
 
+/**
+ * ISO-8601 UTC with milliseconds. A seed row may hold MySQL's zero date ('0000-00-00 00:00:00'),
+ * which is no instant at all: it is shown as the epoch rather than failing the whole response.
+ */
 export function toIsoTime(value: string): string {
-  return new Date(fromDbTime(value)).toISOString()
+  const ms = fromDbTime(value)
+  return new Date(Number.isNaN(ms) ? 0 : ms).toISOString()
 }

@@ -1,7 +1,8 @@
 import type { FastifyInstance } from 'fastify'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildApp } from '../../src/app.js'
-import { bearer, dropMysqlDatabase, freshMysqlDatabase, MYSQL_BASE, testConfig } from '../helpers.js'
+import { openDatabase, type DatabaseHandle } from '../../src/db/database.js'
+import { bearer, dropMysqlDatabase, freshMysqlDatabase, MYSQL_BASE, testConfig, waitFor } from '../helpers.js'
 import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy.js'
 
 const NAME = 'gw_t2_outage_mysql'
@@ -83,5 +84,49 @@ describe('the database goes away and comes back (MariaDB through a TCP proxy)', 
     expect(down.json().code).toBe('ai_unavailable')
     proxy.resume()
     expect((await create('second recovery')).statusCode).toBe(202)
+  })
+})
+
+describe('the database stops answering without closing connections (a partition)', () => {
+  const HUNG = 'gw_t2_outage_hung_mysql'
+  let proxy: TcpProxy
+  let app: FastifyInstance
+  let handle: DatabaseHandle
+  let headers: Record<string, string>
+
+  beforeAll(async () => {
+    const url = await freshMysqlDatabase(HUNG)
+    const target = new URL(MYSQL_BASE)
+    proxy = await startTcpProxy({ targetHost: target.hostname, targetPort: Number(target.port || 3306) })
+    handle = await openDatabase({ url: proxy.via(url), prefix: 'wp_', queryTimeoutMs: 1_500 })
+    app = await buildApp(testConfig({ DATABASE_URL: proxy.via(url) }), { logger: false, startWorkers: false, handle })
+    headers = await bearer({ sub: '43' })
+  })
+  afterAll(async () => {
+    await app?.close()
+    await handle?.close()
+    await proxy?.close()
+    await dropMysqlDatabase(HUNG)
+  })
+
+  it('answers 503 once the query timeout passes instead of hanging, then recovers', async () => {
+    const ok = await app.inject({ method: 'POST', url: '/wp-json/ai/v1/jobs', headers, payload: { input: 'before' } })
+    expect(ok.statusCode).toBe(202)
+
+    await proxy.pause('blackhole')
+    const started = performance.now()
+    const hung = await app.inject({ method: 'POST', url: '/wp-json/ai/v1/jobs', headers, payload: { input: 'during' } })
+    const ms = performance.now() - started
+    expect(hung.statusCode).toBe(503)
+    expect(hung.json().code).toBe('ai_unavailable')
+    // Bounded by the 1.5 s query timeout (or the 5 s connect timeout for a fresh connection), never unbounded.
+    expect(ms).toBeLessThan(12_000)
+
+    proxy.resume()
+    const after = await waitFor(async () => {
+      const res = await app.inject({ method: 'POST', url: '/wp-json/ai/v1/jobs', headers, payload: { input: `after ${Date.now()}` } })
+      return res.statusCode === 202 ? res : undefined
+    }, 20_000, 'recovery after the partition')
+    expect(after.json().job_id).toBeGreaterThan(ok.json().job_id)
   })
 })
