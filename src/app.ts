@@ -24,6 +24,7 @@ import { createDispatchExecutor } from './worker/dispatch-executor.js'
 import { loadSigningKey, type DispatchSigningKey } from './dispatch/jwt.js'
 import { webhookRoutes } from './routes/webhook.js'
 import { adminRoutes } from './routes/admin.js'
+import { eventRoutes } from './routes/events.js'
 import { createWordPressAuthFor, hasWordPressTables, wordPressAuthenticator, wordPressSettings } from './auth/wordpress-adapter.js'
 
 /** Everything routes and workers share; built once per app. */
@@ -262,6 +263,7 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
 
   await app.register(opsRoutes)
   await app.register(jobRoutes, { prefix: config.routePrefix })
+  await app.register(eventRoutes, { prefix: config.routePrefix })
   await app.register(webhookRoutes, { prefix: config.routePrefix })
   await app.register(adminRoutes, { prefix: config.routePrefix })
 
