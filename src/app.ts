@@ -92,6 +92,7 @@ async function createStore(config: Config, logger: Logger, metrics: Metrics, clo
     return memory
   }
   const redis = new RedisStore(config.redisUrl, `wpaig:${config.tablePrefix}:`)
+  if (!(await redis.waitUntilReady(2_000))) logger.warn('Redis is not reachable at start-up: using per-process memory until it is')
   return new ResilientStore(redis, memory, logger, (operation) => metrics.storeFallbacks.inc({ operation }))
 }
 
@@ -175,7 +176,7 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
       onDispatch: (outcome) => metrics.dispatches.inc({ outcome }),
     })
     : createProviderExecutor({
-      registry, clock, resultMaxBytes: config.resultMaxBytes, encryptionKey: config.encryptionKey,
+      registry, clock, resultMaxBytes: config.resultMaxBytes, encryptionKey: config.encryptionKey, defaultModel: config.defaultModel,
       onProviderCall: (provider, outcome, ms) => metrics.providerDuration.observe({ provider, outcome }, ms / 1000),
     })
 

@@ -52,6 +52,24 @@ export class RedisStore implements Store {
   private readonly subscriberOptions: Record<string, unknown>
   private readonly url: string
 
+  /**
+   * Waits (at most `timeoutMs`) for the first connection. Commands fail fast instead of queueing,
+   * so a store used before it is ready would fall back to memory for no reason.
+   */
+  async waitUntilReady(timeoutMs: number): Promise<boolean> {
+    if (this.client.status === 'ready') return true
+    return new Promise((resolve) => {
+      const done = (ok: boolean) => {
+        clearTimeout(timer)
+        this.client.off('ready', onReady)
+        resolve(ok)
+      }
+      const onReady = () => done(true)
+      const timer = setTimeout(() => done(false), timeoutMs)
+      this.client.on('ready', onReady)
+    })
+  }
+
   private k(key: string): string {
     return this.keyPrefix + key
   }
@@ -99,8 +117,9 @@ export class RedisStore implements Store {
     if (!set) {
       set = new Set()
       this.handlers.set(full, set)
-      // ioredis re-subscribes by itself after a reconnect.
-      await this.subscriber.subscribe(full)
+      // Not awaited: with Redis down at start-up the command waits in the offline queue and runs
+      // on connect (ioredis also re-subscribes after every reconnect), so the gateway starts anyway.
+      this.subscriber.subscribe(full).catch(() => {})
     }
     set.add(handler)
     return async () => {

@@ -266,6 +266,8 @@ export class WorkerPool {
         break
       }
       case 'release':
+        // Not an attempt: an open breaker, a failed dispatch or shutdown. The reason is worth a line.
+        logger.info({ jobId: row.id, reason: decision.reason, runAfter: new Date(decision.runAfterMs).toISOString() }, 'job put back without spending an attempt')
         written = await requeueJob(handle.db, row.id, this.workerId, { runAfterMs: decision.runAfterMs, errorText: row.error_text, refundAttempt: true }, now)
         break
       case 'dispatched':
@@ -277,6 +279,9 @@ export class WorkerPool {
     }
     if (written) {
       this.options.onChange?.(row.id)
+    } else if (decision.kind === 'dispatched') {
+      // The worker's webhook arrived before its own 2xx: the job is already final.
+      logger.info({ jobId: row.id }, 'job finished by its webhook before the dispatch was recorded')
     } else {
       // Zero rows: the lease moved on (expired and re-claimed, or the job was canceled).
       logger.warn({ jobId: row.id, decision: decision.kind }, 'job no longer held by this worker; result dropped')

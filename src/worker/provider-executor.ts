@@ -13,6 +13,8 @@ export interface ProviderExecutorOptions {
   registry: ProviderRegistry
   clock: Clock
   resultMaxBytes: number
+  /** AI_DEFAULT_MODEL, for rows that name no model. */
+  defaultModel: string
   encryptionKey: Buffer | undefined
   onProviderCall?: (provider: string, outcome: string, ms: number) => void
 }
@@ -53,7 +55,8 @@ export function createProviderExecutor(options: ProviderExecutorOptions): JobExe
         outcome: { status: 'failed', resultJson: null, errorText: `stored request cannot be read: ${toError(err).message}`, providerMs: null, workerMs: 0, inputTokens: null, outputTokens: null },
       }
     }
-    const model = row.model || request.model
+    // Rows migrated from the seed may name no model: they run on the default one.
+    const model = row.model || request.model || options.defaultModel
     const resolved = registry.resolve(model)
     const providerName = resolved.provider.name
     try {
