@@ -25,7 +25,7 @@ const REDIS = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379'
 const DB = 'gw_bench'
 const SECRET = 'bench-public-token-secret-0123456789'
 const DURATION = Number(process.env.BENCH_SECONDS ?? 10)
-const fixtures = JSON.parse(readFileSync(new URL('../../shared/fixtures/wordpress/auth-vectors.json', import.meta.url), 'utf8')) as {
+const fixtures = JSON.parse(readFileSync(new URL('../test/fixtures/wordpress/auth-vectors.json', import.meta.url), 'utf8')) as {
   salts: Record<string, string>
   logged_in_cookie_name: string
   cases: { user: string; cookie: string; expect_user_id: number }[]
@@ -44,7 +44,7 @@ async function resetDatabase(): Promise<void> {
   const conn = await mysql.createConnection({ uri: `${MYSQL}/`, multipleStatements: true })
   await conn.query(`DROP DATABASE IF EXISTS ${DB}; CREATE DATABASE ${DB} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_520_ci; USE ${DB};`)
   // The WordPress users, sessions and roles, so cookie auth reads real wp_users/wp_usermeta rows.
-  await conn.query(readFileSync(new URL('../../shared/fixtures/wordpress/wordpress-users.sql', import.meta.url), 'utf8'))
+  await conn.query(readFileSync(new URL('../test/fixtures/wordpress/wordpress-users.sql', import.meta.url), 'utf8'))
   await conn.end()
 }
 

@@ -1,5 +1,5 @@
 /**
- * Every case recorded from a real WordPress (../shared/fixtures/wordpress/auth-vectors.json)
+ * Every case recorded from a real WordPress (test/fixtures/wordpress/auth-vectors.json)
  * must get WordPress's answer, against the fixture tables in MariaDB and in SQLite.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'

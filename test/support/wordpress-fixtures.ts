@@ -1,5 +1,5 @@
 /**
- * Loads the WordPress fixtures (../shared/fixtures/wordpress) into MariaDB or SQLite, so the same
+ * Loads the WordPress fixtures (test/fixtures/wordpress) into MariaDB or SQLite, so the same
  * authentication tests run against both.
  */
 import { createHash } from 'node:crypto'
@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs'
 import { createConnection, type Connection } from 'mysql2/promise'
 import type { DatabaseHandle } from '../../src/db/database.js'
 
-const FIXTURES = new URL('../../../shared/fixtures/wordpress/', import.meta.url)
+const FIXTURES = new URL('../fixtures/wordpress/', import.meta.url)
 export const MYSQL_ROOT = { host: '127.0.0.1', port: 3306, user: 'root', password: '' }
 
 export interface AuthVectorCase {

@@ -17,7 +17,7 @@ interface Vectors {
   }
 }
 
-const vectors = JSON.parse(readFileSync(new URL('../../../shared/fixtures/webhooks/vectors.json', import.meta.url), 'utf8')) as Vectors
+const vectors = JSON.parse(readFileSync(new URL('../fixtures/webhooks/vectors.json', import.meta.url), 'utf8')) as Vectors
 
 const NOW_S = 1_760_000_000
 const NOW_MS = NOW_S * 1000
