@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto'
+import { createSecretKey, randomUUID } from 'node:crypto'
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify'
 import type { Logger } from 'pino'
 import { authenticate, type WordPressAuthenticator } from './auth/authenticate.js'
@@ -205,7 +205,7 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
   const wordpress = deps.wordpress ?? (wordpressAuth ? wordPressAuthenticator(wordpressAuth) : undefined)
   if (!wordpress && !config.embedded) logger.warn(`no ${config.tablePrefix}users table: WordPress cookies and application passwords are off; only signed tokens authenticate`)
 
-  const publicTokenSecret = config.publicTokenSecret ? new TextEncoder().encode(config.publicTokenSecret) : undefined
+  const publicTokenSecret = config.publicTokenSecret ? createSecretKey(Buffer.from(config.publicTokenSecret, 'utf8')) : undefined
   const gateway: Gateway = {
     config, handle, store, clock, metrics, registry, rules, pool, events, signingKey,
     wordpress,

@@ -1,3 +1,4 @@
+import type { KeyObject } from 'node:crypto'
 import { ApiError } from '../errors.js'
 import type { Principal } from './principal.js'
 import { verifyPublicToken } from './public-token.js'
@@ -26,7 +27,8 @@ export interface AuthRequest {
 }
 
 export interface AuthDeps {
-  publicTokenSecret: Uint8Array | undefined
+  /** A KeyObject, so the HMAC key is imported once rather than on every request. */
+  publicTokenSecret: Uint8Array | KeyObject | undefined
   wordpress: WordPressAuthenticator | undefined
   now: () => number
 }

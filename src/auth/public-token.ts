@@ -1,3 +1,4 @@
+import type { KeyObject } from 'node:crypto'
 import { compactVerify, errors as joseErrors } from 'jose'
 import type { Principal } from './principal.js'
 import { userOwnerKey } from './principal.js'
@@ -12,7 +13,7 @@ export type TokenResult = { ok: true; principal: Principal } | { ok: false; reas
  * 24 h of life, and a `sid` that becomes the owner when `sub` is 0. The claims are checked here
  * rather than by jose's JWT layer because WordPress may encode `sub` as a number.
  */
-export async function verifyPublicToken(token: string, secret: Uint8Array, nowMs: number): Promise<TokenResult> {
+export async function verifyPublicToken(token: string, secret: Uint8Array | KeyObject, nowMs: number): Promise<TokenResult> {
   let payload: Record<string, unknown>
   try {
     const verified = await compactVerify(token, secret, { algorithms: ['HS256'] })

@@ -27,19 +27,6 @@ export async function findJobByKey(db: Db, idempotencyKey: string): Promise<JobR
   return db.selectFrom('ai_jobs').selectAll().where('idempotency_key', '=', idempotencyKey).executeTakeFirst()
 }
 
-/** The newest job of this owner with the same input since `sinceMs`, for the dedupe window. */
-export async function findRecentDuplicate(db: Db, ownerKey: string, inputHash: string, sinceMs: number): Promise<JobRow | undefined> {
-  return db.selectFrom('ai_jobs').selectAll()
-    .where('owner_key', '=', ownerKey)
-    .where('created_at', '>=', toDbTime(sinceMs))
-    .where('input_hash', '=', inputHash)
-    // A failed or canceled job is not worth returning: the same input again means "try again".
-    .where('status', 'not in', ['failed', 'canceled'])
-    .orderBy('created_at', 'desc').orderBy('id', 'desc')
-    .limit(1)
-    .executeTakeFirst()
-}
-
 export interface ListFilter {
   ownerKey?: string
   userId?: number

@@ -2,8 +2,8 @@ import { randomBytes } from 'node:crypto'
 import type { Principal } from '../auth/principal.js'
 import type { Clock } from '../clock.js'
 import type { DatabaseHandle } from '../db/database.js'
-import { findJobByKey, findRecentDuplicate, insertJob, type JobRow } from '../db/jobs-repository.js'
-import { toDbTime } from '../db/time.js'
+import { findJob, findJobByKey, insertJob, type JobRow } from '../db/jobs-repository.js'
+import { fromDbTime, toDbTime } from '../db/time.js'
 import { ApiError } from '../errors.js'
 import type { Store } from '../store/types.js'
 import {
@@ -54,6 +54,24 @@ function replayOrConflict(row: JobRow, hash: string): CreateResult {
 }
 
 /**
+ * The dedupe window's index lives in the store (Redis, shared by replicas), not in a query: one
+ * key per owner and input, pointing at the newest job, expiring with the window. The row is then
+ * checked, so a stale or foreign entry never returns a job it should not: same owner and input,
+ * inside the window, and neither failed nor canceled (the same input again after a failure means
+ * "try again").
+ */
+async function findDedupeHit(deps: CreateDeps, key: string, ownerKey: string, hash: string, now: number): Promise<JobRow | undefined> {
+  const hit = await deps.store.get(key)
+  const id = hit === null ? Number.NaN : Number(hit)
+  if (!Number.isSafeInteger(id)) return undefined
+  const row = await findJob(deps.handle.db, id)
+  if (!row || row.owner_key !== ownerKey || row.input_hash !== hash) return undefined
+  if (row.status === 'failed' || row.status === 'canceled') return undefined
+  if (fromDbTime(row.created_at) < now - deps.dedupeWindowSeconds * 1000) return undefined
+  return row
+}
+
+/**
  * Creates a job, or returns the existing one for a replayed key or a duplicate inside the dedupe
  * window (those never count toward the rate limit).
  */
@@ -73,8 +91,10 @@ export async function createJob(deps: CreateDeps, principal: Principal, body: un
   }
   // The dedupe window merges identical requests that carry no key (SPEC §3: "instead"); a client
   // that sends a new key of its own is asking for a new job, e.g. a "regenerate" button.
-  if (clientKey === undefined && deps.dedupeWindowSeconds > 0) {
-    const recent = await findRecentDuplicate(db, principal.ownerKey, hash, now - deps.dedupeWindowSeconds * 1000)
+  // Every new job is indexed for the window (keyed ones too); only keyless requests look it up.
+  const dedupeKey = deps.dedupeWindowSeconds > 0 ? `dedupe:${principal.ownerKey}:${hash}` : undefined
+  if (dedupeKey && clientKey === undefined) {
+    const recent = await findDedupeHit(deps, dedupeKey, principal.ownerKey, hash, now)
     if (recent) return { kind: 'replayed', row: recent }
   }
 
@@ -111,6 +131,10 @@ export async function createJob(deps: CreateDeps, principal: Principal, body: un
       updated_at: at,
       run_after: at,
     })
+    if (dedupeKey) {
+      // Not awaited: the index is a convenience, and the create should not wait on it.
+      deps.store.set(dedupeKey, String(jobId), deps.dedupeWindowSeconds * 1000).catch(() => {})
+    }
     return { kind: 'created', jobId, rateLimit }
   } catch (err) {
     // Two requests with one key raced past the lookup: the loser answers like a replay.

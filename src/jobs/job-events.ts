@@ -15,8 +15,9 @@ const CANCEL = 'events:cancel'
 export class JobEvents {
   private readonly local = new EventEmitter()
   private unsubscribers: (() => Promise<void>)[] = []
+  private wakeTimer: NodeJS.Timeout | undefined
 
-  constructor(private readonly store: Store, private readonly logger: Logger) {
+  constructor(private readonly store: Store, private readonly logger: Logger, private readonly wakeCoalesceMs = 1) {
     this.local.setMaxListeners(0)
   }
 
@@ -37,13 +38,23 @@ export class JobEvents {
   }
 
   async stop(): Promise<void> {
+    clearTimeout(this.wakeTimer)
+    this.wakeTimer = undefined
     for (const off of this.unsubscribers) await off().catch(() => {})
     this.unsubscribers = []
     this.local.removeAllListeners()
   }
 
+  /**
+   * Wakes the other replicas' pools. Under load one message every few milliseconds covers every
+   * create committed before it is sent, so wake-ups are coalesced (trailing edge, `wakeCoalesceMs`).
+   */
   created(): void {
-    this.send(WAKE, '')
+    if (this.wakeTimer) return
+    this.wakeTimer = setTimeout(() => {
+      this.wakeTimer = undefined
+      this.send(WAKE, '')
+    }, this.wakeCoalesceMs)
   }
 
   changed(jobId: number): void {
