@@ -1,6 +1,5 @@
-import type { Dispatcher } from 'undici'
 import { ProviderUnavailable } from './errors.js'
-import { asCount, asRecord, createDispatcher, endpointUrl, postJson, type ProviderTimeouts } from './http.js'
+import { asCount, asRecord, HttpProvider, postJson, type HttpProviderOptions } from './http.js'
 import { effectiveMaxTokens } from './openai.js'
 import type { Provider, ProviderRequest, ProviderResult } from './types.js'
 
@@ -9,17 +8,7 @@ export const ANTHROPIC_VERSION = '2023-06-01'
 /** The Messages API requires `max_tokens`; used when neither the request nor the model sets one. */
 export const ANTHROPIC_FALLBACK_MAX_TOKENS = 1024
 
-export interface AnthropicProviderOptions {
-  /** SDK form, `/v1/messages` is appended. Default `https://api.anthropic.com`. */
-  baseUrl?: string
-  apiKey?: string
-  /** The model's configured `max_tokens`: used when the request sets none, and caps it otherwise. */
-  maxTokens?: number
-  timeouts?: Partial<ProviderTimeouts>
-  /** A shared connection pool; when given, `close()` leaves it open for its owner. */
-  dispatcher?: Dispatcher
-  now?: () => number
-}
+export type AnthropicProviderOptions = HttpProviderOptions
 
 /**
  * `stop_reason` in the Chat Completions vocabulary, so clients read one set of values whatever
@@ -35,24 +24,11 @@ const FINISH_REASONS: Record<string, string> = {
 }
 
 /** Anthropic Messages API. 529 `overloaded_error` is retryable (see `classifyHttpError`). */
-export class AnthropicProvider implements Provider {
+export class AnthropicProvider extends HttpProvider implements Provider {
   readonly name = 'anthropic'
-  readonly baseUrl: string
-  private readonly url: URL
-  private readonly apiKey: string | undefined
-  private readonly maxTokens: number | undefined
-  private readonly dispatcher: Dispatcher
-  private readonly ownsDispatcher: boolean
-  private readonly now: () => number
 
   constructor(options: AnthropicProviderOptions = {}) {
-    this.baseUrl = options.baseUrl ?? ANTHROPIC_DEFAULT_URL
-    this.url = endpointUrl(this.baseUrl, '/v1/messages')
-    this.apiKey = options.apiKey
-    this.maxTokens = options.maxTokens
-    this.ownsDispatcher = options.dispatcher === undefined
-    this.dispatcher = options.dispatcher ?? createDispatcher(options.timeouts)
-    this.now = options.now ?? Date.now
+    super(options, ANTHROPIC_DEFAULT_URL, '/v1/messages')
   }
 
   async complete(request: ProviderRequest): Promise<ProviderResult> {
@@ -96,7 +72,4 @@ export class AnthropicProvider implements Provider {
     }
   }
 
-  async close(): Promise<void> {
-    if (this.ownsDispatcher) await this.dispatcher.close()
-  }
 }

@@ -94,3 +94,42 @@ export function asRecord(value: unknown): Record<string, unknown> | undefined {
 export function asCount(value: unknown): number {
   return typeof value === 'number' && Number.isFinite(value) && value >= 0 ? Math.round(value) : 0
 }
+
+/** What every HTTP provider takes: its endpoint, key, token cap and connection pool. */
+export interface HttpProviderOptions {
+  /** The base URL in the form the official SDK takes; the provider appends its endpoint. */
+  baseUrl?: string
+  /** Omitted from requests when unset (local OpenAI-compatible servers need none). */
+  apiKey?: string
+  /** The model's configured `max_tokens`: used when the request sets none, and caps it otherwise. */
+  maxTokens?: number
+  timeouts?: Partial<ProviderTimeouts>
+  /** A shared connection pool; when given, `close()` leaves it open for its owner. */
+  dispatcher?: Dispatcher
+  now?: () => number
+}
+
+/** The plumbing the OpenAI-compatible and Anthropic providers share: one POST endpoint over undici. */
+export abstract class HttpProvider {
+  readonly baseUrl: string
+  protected readonly url: URL
+  protected readonly apiKey: string | undefined
+  protected readonly maxTokens: number | undefined
+  protected readonly dispatcher: Dispatcher
+  protected readonly now: () => number
+  private readonly ownsDispatcher: boolean
+
+  protected constructor(options: HttpProviderOptions, defaultUrl: string, endpoint: string) {
+    this.baseUrl = options.baseUrl ?? defaultUrl
+    this.url = endpointUrl(this.baseUrl, endpoint)
+    this.apiKey = options.apiKey
+    this.maxTokens = options.maxTokens
+    this.ownsDispatcher = options.dispatcher === undefined
+    this.dispatcher = options.dispatcher ?? createDispatcher(options.timeouts)
+    this.now = options.now ?? Date.now
+  }
+
+  async close(): Promise<void> {
+    if (this.ownsDispatcher) await this.dispatcher.close()
+  }
+}

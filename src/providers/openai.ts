@@ -1,22 +1,10 @@
-import type { Dispatcher } from 'undici'
 import { ProviderUnavailable } from './errors.js'
-import { asCount, asRecord, createDispatcher, endpointUrl, postJson, type ProviderTimeouts } from './http.js'
+import { asCount, asRecord, HttpProvider, postJson, type HttpProviderOptions } from './http.js'
 import type { Provider, ProviderRequest, ProviderResult } from './types.js'
 
 export const OPENAI_DEFAULT_URL = 'https://api.openai.com/v1'
 
-export interface OpenAIProviderOptions {
-  /** SDK form, `/chat/completions` is appended. Default `https://api.openai.com/v1`. */
-  baseUrl?: string
-  /** Sent as `Authorization: Bearer`; omitted when unset (local OpenAI-compatible servers). */
-  apiKey?: string
-  /** The model's configured `max_tokens`: used when the request sets none, and caps it otherwise. */
-  maxTokens?: number
-  timeouts?: Partial<ProviderTimeouts>
-  /** A shared connection pool; when given, `close()` leaves it open for its owner. */
-  dispatcher?: Dispatcher
-  now?: () => number
-}
+export type OpenAIProviderOptions = HttpProviderOptions
 
 /** Resolves `max_tokens` from the request and the model's configured value (default and cap). */
 export function effectiveMaxTokens(requested: number | undefined, configured: number | undefined): number | undefined {
@@ -29,24 +17,11 @@ export function effectiveMaxTokens(requested: number | undefined, configured: nu
  * The job's idempotency key is sent as `Idempotency-Key`, which such servers may honour, so a
  * retry after a lost answer does not run the completion twice.
  */
-export class OpenAIProvider implements Provider {
+export class OpenAIProvider extends HttpProvider implements Provider {
   readonly name = 'openai'
-  readonly baseUrl: string
-  private readonly url: URL
-  private readonly apiKey: string | undefined
-  private readonly maxTokens: number | undefined
-  private readonly dispatcher: Dispatcher
-  private readonly ownsDispatcher: boolean
-  private readonly now: () => number
 
   constructor(options: OpenAIProviderOptions = {}) {
-    this.baseUrl = options.baseUrl ?? OPENAI_DEFAULT_URL
-    this.url = endpointUrl(this.baseUrl, '/chat/completions')
-    this.apiKey = options.apiKey
-    this.maxTokens = options.maxTokens
-    this.ownsDispatcher = options.dispatcher === undefined
-    this.dispatcher = options.dispatcher ?? createDispatcher(options.timeouts)
-    this.now = options.now ?? Date.now
+    super(options, OPENAI_DEFAULT_URL, '/chat/completions')
   }
 
   async complete(request: ProviderRequest): Promise<ProviderResult> {
@@ -81,7 +56,4 @@ export class OpenAIProvider implements Provider {
     }
   }
 
-  async close(): Promise<void> {
-    if (this.ownsDispatcher) await this.dispatcher.close()
-  }
 }
