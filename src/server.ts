@@ -57,7 +57,8 @@ async function main(): Promise<void> {
   const logger = createLogger(config.logLevel)
   const app = await buildApp(config, { logger })
 
-  closeWithGrace({ delay: config.shutdownGraceSeconds * 1000 + 5_000, logger }, async ({ signal, err }) => {
+  // SIGHUP reloads the configuration below; it must not close the server.
+  closeWithGrace({ delay: config.shutdownGraceSeconds * 1000 + 5_000, logger, skip: ['SIGHUP'] }, async ({ signal, err }) => {
     if (err) logger.error({ err }, 'shutting down after an error')
     else logger.info({ signal }, 'shutting down: no new claims, running jobs get the grace period')
     await app.close()
