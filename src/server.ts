@@ -1,27 +1,10 @@
 import { generateKeyPairSync } from 'node:crypto'
 import closeWithGrace from 'close-with-grace'
 import { SignJWT } from 'jose'
-import { pino, type Logger } from 'pino'
 import { buildApp } from './app.js'
 import { ConfigError, loadConfig, type Config } from './config.js'
 import { withDevSecrets } from './dev-secrets.js'
-
-/** Query parameters that carry credentials and must not reach the logs. */
-const SECRET_QUERY = /([?&](?:_wpnonce|token|access_token)=)[^&]*/gi
-
-export function createLogger(level: string): Logger {
-  return pino({
-    level,
-    redact: { paths: ['req.headers.authorization', 'req.headers.cookie', 'req.headers["x-wp-nonce"]'], censor: '[redacted]' },
-    serializers: {
-      req: (req: { method: string; url: string; ip?: string; id?: string }) => ({
-        method: req.method,
-        url: req.url.replace(SECRET_QUERY, '$1[redacted]'),
-        remoteAddress: req.ip,
-      }),
-    },
-  })
-}
+import { createLogger } from './logger.js'
 
 function devPrivateKey(): string {
   return generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString()
