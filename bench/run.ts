@@ -250,11 +250,13 @@ const NOTES = `
   of its CPU in socket writes to MariaDB (one write per statement): the number of statements per
   job is what bounds throughput here, not JavaScript.
 - End to end, the pool adds a claim transaction per batch (BEGIN, SELECT … FOR UPDATE SKIP LOCKED,
-  UPDATE, SELECT, COMMIT) and one fenced UPDATE per finished job. Draining a pre-filled queue of
-  5,000 echo jobs alone (no creates competing) runs at about 900-1,000 jobs/s; with the creates
-  of the same run on the same two cores it is the figure above.
-- Next steps for throughput: finish jobs in batches (one fenced UPDATE for many rows, checking the
-  row count), and fold the claim's trailing SELECT into the UPDATE's result where the server allows.
+  UPDATE, SELECT, COMMIT) and one finish transaction per batch of jobs that end together (BEGIN,
+  SELECT … FOR UPDATE, one fenced UPDATE with a CASE per column, COMMIT; a job ending alone is one
+  fenced UPDATE). Draining a pre-filled queue of 5,000 echo jobs alone (no creates competing) runs
+  at about 1,500-1,700 jobs/s (700-950 with one UPDATE per finished job); with the creates of the
+  same run on the same two cores it is the figure above.
+- Next step for throughput: fold the claim's trailing SELECT into the UPDATE's result where the
+  server allows.
 `
 
 async function mysqlVersion(): Promise<string> {

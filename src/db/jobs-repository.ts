@@ -203,6 +203,86 @@ export async function finishJob(db: Db, id: number, leaseOwner: string, outcome:
   return Number(r.numUpdatedRows) === 1
 }
 
+export interface FinishItem {
+  id: number
+  outcome: Outcome
+}
+
+/** The most rows one finishJobs statement writes; a longer list is written in chunks this long. */
+export const FINISH_CHUNK = 100
+
+/**
+ * finishJob for many jobs at once: each row gets its own outcome, fenced exactly like finishJob
+ * (still `running` under `leaseOwner`); returns the ids written. The others were canceled, reaped
+ * or claimed by another worker meanwhile, and keep what they hold.
+ *
+ * One UPDATE sets every column with `CASE id WHEN ? THEN ? … END` (all values bound). What it
+ * cannot tell by itself is *which* rows it wrote when it wrote fewer than asked: afterwards a row
+ * of ours and a row failed by the reaper or completed by a webhook can look the same. So:
+ * - SQLite: `UPDATE … RETURNING id` names exactly the rows the statement changed, and a statement
+ *   is atomic (one writer at a time): one statement in all.
+ * - MySQL/MariaDB: one transaction. `SELECT id … FOR UPDATE` with the same fence takes row locks on
+ *   the rows still ours (a locking read sees the latest committed row, waiting out a cancel or a
+ *   reap in progress, and under READ COMMITTED keeps locks only on the rows that match). Nobody
+ *   can change those rows until COMMIT, so the fenced UPDATE that follows writes exactly them;
+ *   a different count would mean that reasoning failed, and the transaction is rolled back
+ *   (nothing written) with an error rather than guessing. BEGIN, SELECT, UPDATE, COMMIT: four
+ *   statements for the batch. A single job is one plain finishJob.
+ */
+export async function finishJobs(handle: DatabaseHandle, leaseOwner: string, items: readonly FinishItem[], nowMs: number): Promise<Set<number>> {
+  if (new Set(items.map((i) => i.id)).size !== items.length) throw new Error('finishJobs: an id is listed twice')
+  const written = new Set<number>()
+  for (let start = 0; start < items.length; start += FINISH_CHUNK) {
+    for (const id of await finishChunk(handle, leaseOwner, items.slice(start, start + FINISH_CHUNK), nowMs)) written.add(id)
+  }
+  return written
+}
+
+async function finishChunk(handle: DatabaseHandle, leaseOwner: string, items: readonly FinishItem[], nowMs: number): Promise<number[]> {
+  if (items.length === 0) return []
+  if (items.length === 1) {
+    const [{ id, outcome }] = items as [FinishItem]
+    return (await finishJob(handle.db, id, leaseOwner, outcome, nowMs)) ? [id] : []
+  }
+  if (handle.dialect === 'sqlite') {
+    const rows = await finishManyQuery(handle.db, leaseOwner, items, nowMs).returning('id').execute()
+    return rows.map((r) => Number(r.id))
+  }
+  return retryOnLockConflict(() => handle.db.transaction().execute(async (trx) => {
+    const held = await trx.selectFrom('ai_jobs').select('id')
+      .where('id', 'in', items.map((i) => i.id)).where('status', '=', 'running').where('lease_owner', '=', leaseOwner)
+      .forUpdate()
+      .execute()
+    const heldIds = new Set(held.map((r) => Number(r.id)))
+    if (heldIds.size === 0) return []
+    const r = await finishManyQuery(trx, leaseOwner, items.filter((i) => heldIds.has(i.id)), nowMs).executeTakeFirst()
+    if (Number(r.numUpdatedRows) !== heldIds.size) {
+      throw new Error(`finishJobs: locked ${heldIds.size} rows but the update wrote ${Number(r.numUpdatedRows)}; rolled back`)
+    }
+    return [...heldIds]
+  }))
+}
+
+/** The fenced UPDATE of finishJobs, each row's values picked by `CASE id`. */
+function finishManyQuery(db: Db, leaseOwner: string, items: readonly FinishItem[], nowMs: number) {
+  const perRow = <T>(column: 'status' | 'result_json' | 'error_text' | 'provider_ms' | 'worker_ms' | 'input_tokens' | 'output_tokens', value: (o: Outcome) => unknown) =>
+    // No row falls to ELSE (the WHERE lists the same ids); it keeps the column as it is regardless.
+    sql<T>`CASE id ${sql.join(items.map((i) => sql`WHEN ${i.id} THEN ${value(i.outcome)}`), sql` `)} ELSE ${sql.ref(column)} END`
+  return db.updateTable('ai_jobs').set({
+    status: perRow<JobStatus>('status', (o) => o.status),
+    result_json: perRow<string | null>('result_json', (o) => o.resultJson),
+    error_text: perRow<string | null>('error_text', (o) => o.errorText),
+    provider_ms: perRow<number | null>('provider_ms', (o) => o.providerMs),
+    worker_ms: perRow<number | null>('worker_ms', (o) => o.workerMs),
+    input_tokens: perRow<number | null>('input_tokens', (o) => o.inputTokens),
+    output_tokens: perRow<number | null>('output_tokens', (o) => o.outputTokens),
+    lease_owner: null,
+    lease_expires_at: null,
+    updated_at: toDbTime(nowMs),
+    version: bump,
+  }).where('id', 'in', items.map((i) => i.id)).where('status', '=', 'running').where('lease_owner', '=', leaseOwner)
+}
+
 export interface Requeue {
   runAfterMs: number
   errorText: string | null

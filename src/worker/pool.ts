@@ -4,11 +4,12 @@ import type { Logger } from 'pino'
 import type { Clock } from '../clock.js'
 import type { DatabaseHandle } from '../db/database.js'
 import {
-  claimJobs, finishJob, markDispatched, reapExpiredLeases, renewLeases, requeueJob, type JobRow, type Outcome,
+  claimJobs, finishJob, finishJobs, markDispatched, reapExpiredLeases, renewLeases, requeueJob, type JobRow, type Outcome,
 } from '../db/jobs-repository.js'
 import { fromDbTime } from '../db/time.js'
 import { toError } from '../errors.js'
 import { jobBackoffMs } from './backoff.js'
+import { FinishBatcher } from './finish-batcher.js'
 
 /** Why a running job's AbortSignal fired. */
 export type AbortReason = 'cancel' | 'shutdown' | 'lease_lost'
@@ -76,12 +77,24 @@ export class WorkerPool {
   private heartbeatTimer: NodeJS.Timeout | undefined
   private filling: Promise<void> | undefined
   private wakeAgain = false
+  private wakeScheduled = false
   private stopping = false
   private started = false
   private claimFailures = 0
   private claimPausedUntil = 0
+  /**
+   * Terminal outcomes are written in batches (one fenced statement for the jobs finishing within
+   * a couple of milliseconds of each other); each job still waits for its own row's answer.
+   */
+  private readonly finisher: FinishBatcher
 
-  constructor(private readonly options: PoolOptions) {}
+  constructor(private readonly options: PoolOptions) {
+    const { handle, clock } = options
+    this.finisher = new FinishBatcher({
+      writeBatch: (items) => finishJobs(handle, this.workerId, items, clock.now()),
+      writeOne: (item) => finishJob(handle.db, item.id, this.workerId, item.outcome, clock.now()),
+    })
+  }
 
   /** Three renewals per lease: one missed heartbeat is survived, two are not. */
   private get heartbeatMs(): number {
@@ -124,6 +137,19 @@ export class WorkerPool {
     })
   }
 
+  /**
+   * A wake-up once this turn of the event loop is over: the jobs of one written batch end
+   * together, and their slots are then claimed in one round instead of the first slot alone.
+   */
+  private wakeSoon(): void {
+    if (this.wakeScheduled) return
+    this.wakeScheduled = true
+    setImmediate(() => {
+      this.wakeScheduled = false
+      this.wake()
+    })
+  }
+
   /** Claims one batch and waits for those jobs to finish. For tests and tools; needs no start(). */
   async runOnce(): Promise<number> {
     const rows = await this.claim()
@@ -162,6 +188,8 @@ export class WorkerPool {
         for (const id of this.running.keys()) this.abortJob(id, 'shutdown')
         await all()
       }
+      // Every job above waited for its own result to be written; nothing may be left queued.
+      await this.finisher.drain()
     } finally {
       clearTimeout(timer)
       // The heartbeat ran through the grace period: a grace longer than the lease must not let
@@ -206,7 +234,7 @@ export class WorkerPool {
     this.running.set(row.id, entry)
     entry.done = this.execute(entry).finally(() => {
       this.running.delete(row.id)
-      this.wake()
+      this.wakeSoon()
     })
     return entry
   }
@@ -248,15 +276,16 @@ export class WorkerPool {
     let written = false
     switch (decision.kind) {
       case 'finish':
-        written = await finishJob(handle.db, row.id, this.workerId, decision.outcome, now)
+        // Batched: written with the other jobs finishing now, at the time of that write.
+        written = await this.finisher.finish(row.id, decision.outcome)
         break
       case 'retry': {
         if (row.attempts >= maxAttempts) {
-          written = await finishJob(handle.db, row.id, this.workerId, {
+          written = await this.finisher.finish(row.id, {
             status: 'failed', resultJson: decision.resultJson ?? null,
             errorText: `${decision.errorText} (gave up after ${row.attempts} attempts)`,
             providerMs: null, workerMs: null, inputTokens: null, outputTokens: null,
-          }, now)
+          })
         } else {
           const waitMs = Math.max(jobBackoffMs(row.attempts, clock.random()), decision.retryAfterMs ?? 0)
           written = await requeueJob(handle.db, row.id, this.workerId, {
