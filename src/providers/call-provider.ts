@@ -2,23 +2,17 @@ import type { Clock } from '../clock.js'
 import { toError } from '../errors.js'
 import type { CircuitBreaker } from './circuit-breaker.js'
 import { BreakerOpen, ProviderAborted, ProviderError, ProviderRejected } from './errors.js'
-import { withRetries, type RetryInfo, type Sleep } from './retry.js'
+import { withRetries, type RetryOptions } from './retry.js'
 import type { Provider, ProviderRequest, ProviderResult } from './types.js'
 
 export { BreakerOpen } from './errors.js'
 
-export interface CallProviderOptions {
-  clock: Clock
-  /** Aborted on cancel, shutdown and a lost lease; it replaces any signal on `request`. */
-  signal: AbortSignal
-  sleep?: Sleep
-  /** Tries within this attempt. Default 3 (`RETRY_DEFAULTS`). */
-  maxWithinAttempt?: number
-  baseMs?: number
-  capMs?: number
-  maxRetryAfterMs?: number
-  onRetry?: (info: RetryInfo) => void
-}
+/**
+ * The retry settings of one attempt (see `RetryOptions`); the provider's name and the breaker check
+ * between tries are filled in here. `signal` is aborted on cancel, shutdown and a lost lease, and
+ * replaces any signal on the request.
+ */
+export type CallProviderOptions = Omit<RetryOptions, 'provider' | 'shouldRetry'>
 
 export interface CallProviderResult {
   result: ProviderResult
@@ -77,18 +71,7 @@ export async function callProvider(
           throw error
         }
       },
-      {
-        clock,
-        signal,
-        provider: provider.name,
-        shouldRetry: () => breaker.state === 'closed',
-        ...(options.sleep && { sleep: options.sleep }),
-        ...(options.maxWithinAttempt !== undefined && { maxWithinAttempt: options.maxWithinAttempt }),
-        ...(options.baseMs !== undefined && { baseMs: options.baseMs }),
-        ...(options.capMs !== undefined && { capMs: options.capMs }),
-        ...(options.maxRetryAfterMs !== undefined && { maxRetryAfterMs: options.maxRetryAfterMs }),
-        ...(options.onRetry && { onRetry: options.onRetry }),
-      },
+      { ...options, provider: provider.name, shouldRetry: () => breaker.state === 'closed' },
     )
     return { result, providerMs, totalMs: clock.now() - started, tries }
   } finally {
