@@ -1,5 +1,5 @@
 import { createSecretKey, randomUUID } from 'node:crypto'
-import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify'
+import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify'
 import type { Logger } from 'pino'
 import { authenticate, type WordPressAuthenticator } from './auth/authenticate.js'
 import type { Principal } from './auth/principal.js'
@@ -7,7 +7,8 @@ import { systemClock, type Clock } from './clock.js'
 import type { Config } from './config.js'
 import { openDatabase, type DatabaseHandle } from './db/database.js'
 import { runMigrations } from './db/migrate.js'
-import { ApiError, isDatabaseUnavailable, toWordPressError } from './errors.js'
+import { wordPressErrorHandler } from './error-handler.js'
+import { toWordPressError } from './errors.js'
 import type { RequestRules } from './jobs/job-request.js'
 import { createMetrics, type Metrics } from './metrics.js'
 import { createProviderRegistry, type ProviderRegistry } from './providers/registry.js'
@@ -223,42 +224,9 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
     metrics.httpDuration.observe({ method: request.method, route }, reply.elapsedTime / 1000)
   })
 
-  app.setErrorHandler((error: FastifyError | ApiError | Error, request, reply) => {
-    if (error instanceof ApiError) {
-      for (const [k, v] of Object.entries(error.headers)) reply.header(k, v)
-      return reply.code(error.status).send(toWordPressError(error.code, error.message, error.status, error.details))
-    }
-    const fe = error as FastifyError
-    switch (fe.code) {
-      case 'FST_ERR_CTP_BODY_TOO_LARGE':
-        return reply.code(413).send(toWordPressError('ai_payload_too_large', `The request body is larger than REQUEST_MAX_BYTES (${config.requestMaxBytes} bytes).`, 413))
-      case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
-        return reply.code(415).send(toWordPressError('ai_unsupported_media_type', 'Send the body as application/json.', 415))
-      case 'FST_ERR_CTP_EMPTY_JSON_BODY':
-      case 'FST_ERR_CTP_INVALID_JSON_BODY':
-      case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
-        return reply.code(400).send(toWordPressError('ai_invalid_request', `body: ${fe.message}`, 400, { field: 'body' }))
-      default:
-        break
-    }
-    if (fe.validation) {
-      return reply.code(400).send(toWordPressError('ai_invalid_request', fe.message, 400))
-    }
-    if (fe.statusCode === 400 || error instanceof SyntaxError) {
-      return reply.code(400).send(toWordPressError('ai_invalid_request', `body: ${error.message}`, 400, { field: 'body' }))
-    }
-    if (isDatabaseUnavailable(error)) {
-      metrics.databaseUnavailable.inc()
-      request.log.warn({ err: error }, 'database unavailable')
-      reply.header('Retry-After', '5')
-      return reply.code(503).send(toWordPressError('ai_unavailable', 'The job store is unavailable right now; try again shortly.', 503))
-    }
-    // 5xx details stay in the log, with the request id the client also sees.
-    request.log.error({ err: error }, 'unhandled error')
-    return reply.code(500).send(toWordPressError('ai_internal_error', `Internal error (request ${request.id}).`, 500))
-  })
+  app.setErrorHandler(wordPressErrorHandler(config.requestMaxBytes, () => metrics.databaseUnavailable.inc()))
 
-  app.setNotFoundHandler((request, reply) => {
+  app.setNotFoundHandler((_request, reply) => {
     reply.code(404).send(toWordPressError('rest_no_route', 'No route was found matching the URL and request method.', 404))
   })
 

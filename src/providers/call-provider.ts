@@ -1,4 +1,3 @@
-import type { Clock } from '../clock.js'
 import { toError } from '../errors.js'
 import type { CircuitBreaker } from './circuit-breaker.js'
 import { BreakerOpen, ProviderAborted, ProviderError, ProviderRejected } from './errors.js'

@@ -116,7 +116,7 @@ export class WorkerPool {
   start(): void {
     if (this.started || this.options.concurrency <= 0) return
     this.started = true
-    const { pollMs = 500, reapEveryMs = 5_000, leaseMs } = this.options
+    const { pollMs = 500, reapEveryMs = 5_000 } = this.options
     this.timers.push(setInterval(() => this.wake(), pollMs))
     this.timers.push(setInterval(() => void this.reap(), reapEveryMs))
     this.heartbeatTimer = setInterval(() => void this.heartbeat(), this.heartbeatMs)
