@@ -132,121 +132,131 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
   const metrics = createMetrics()
   const ownsHandle = !deps.handle
   const handle = deps.handle ?? await openDatabase({ url: config.databaseUrl, prefix: config.tablePrefix })
-  if (deps.migrate !== false) await runMigrations(handle, () => clock.now())
-  const store = deps.store ?? await createStore(config, logger, metrics, clock)
-  const ownsStore = !deps.store
+  let storeOpened: Store | undefined
+  try {
+    if (deps.migrate !== false) await runMigrations(handle, () => clock.now())
+    const store = deps.store ?? await createStore(config, logger, metrics, clock)
+    storeOpened = store
+    const ownsStore = !deps.store
 
-  const registry = createProviderRegistry({
-    defaultProvider: config.provider,
-    ...(config.providerUrl ? { defaultUrl: config.providerUrl } : {}),
-    ...(config.providerApiKey ? { defaultApiKey: config.providerApiKey } : {}),
-    defaultModel: config.defaultModel,
-    models: config.models,
-    clock,
-    onBreakerStateChange: (state, key) => {
-      metrics.breakerOpen.set({ provider: key }, state === 'open' ? 1 : 0)
-      logger.warn({ provider: key, state }, 'provider circuit breaker changed state')
-    },
-  })
-  const allowedModels = new Set(registry.allowedModels)
-  const rules: RequestRules = {
-    allowedModels,
-    defaultModel: config.defaultModel,
-    maxTokensFor: (model) => Math.min(config.maxTokens, config.models[model]?.max_tokens ?? Number.POSITIVE_INFINITY),
-  }
-
-  const signingKey = config.jwtPrivateKey
-    ? loadSigningKey({
-      privateKeyPem: config.jwtPrivateKey,
-      ...(config.jwtKid ? { kid: config.jwtKid } : {}),
-      ...(config.jwtPreviousPublicKey ? { previousPublicKeyPem: config.jwtPreviousPublicKey } : {}),
-      ...(config.jwtPreviousKid ? { previousKid: config.jwtPreviousKid } : {}),
-    })
-    : undefined
-  // The embedded default gets a generated key (src/dev-secrets.ts); anywhere else config refuses to start without one.
-  if (config.workerUrl && !signingKey) throw new Error('AI_JWT_PRIVATE_KEY is required when AI_WORKER_URL is set')
-  const execute = config.workerUrl && signingKey
-    ? createDispatchExecutor({
-      workerUrl: config.workerUrl,
-      callbackUrl: `${new URL(config.publicUrl).origin}${config.routePrefix}/webhook`,
-      key: signingKey,
+    const registry = createProviderRegistry({
+      defaultProvider: config.provider,
+      ...(config.providerUrl ? { defaultUrl: config.providerUrl } : {}),
+      ...(config.providerApiKey ? { defaultApiKey: config.providerApiKey } : {}),
+      defaultModel: config.defaultModel,
+      models: config.models,
       clock,
-      timeoutMs: config.queueTimeoutSeconds * 1000,
-      resultWaitMs: config.workerResultSeconds * 1000,
-      encryptionKey: config.encryptionKey,
-      onDispatch: (outcome) => metrics.dispatches.inc({ outcome }),
+      onBreakerStateChange: (state, key) => {
+        metrics.breakerOpen.set({ provider: key }, state === 'open' ? 1 : 0)
+        logger.warn({ provider: key, state }, 'provider circuit breaker changed state')
+      },
     })
-    : createProviderExecutor({
-      registry, clock, resultMaxBytes: config.resultMaxBytes, encryptionKey: config.encryptionKey, defaultModel: config.defaultModel,
-      onProviderCall: (provider, outcome, ms) => metrics.providerDuration.observe({ provider, outcome }, ms / 1000),
+    const allowedModels = new Set(registry.allowedModels)
+    const rules: RequestRules = {
+      allowedModels,
+      defaultModel: config.defaultModel,
+      maxTokensFor: (model) => Math.min(config.maxTokens, config.models[model]?.max_tokens ?? Number.POSITIVE_INFINITY),
+    }
+
+    const signingKey = config.jwtPrivateKey
+      ? loadSigningKey({
+        privateKeyPem: config.jwtPrivateKey,
+        ...(config.jwtKid ? { kid: config.jwtKid } : {}),
+        ...(config.jwtPreviousPublicKey ? { previousPublicKeyPem: config.jwtPreviousPublicKey } : {}),
+        ...(config.jwtPreviousKid ? { previousKid: config.jwtPreviousKid } : {}),
+      })
+      : undefined
+    // The embedded default gets a generated key (src/dev-secrets.ts); anywhere else config refuses to start without one.
+    if (config.workerUrl && !signingKey) throw new Error('AI_JWT_PRIVATE_KEY is required when AI_WORKER_URL is set')
+    const execute = config.workerUrl && signingKey
+      ? createDispatchExecutor({
+        workerUrl: config.workerUrl,
+        callbackUrl: `${new URL(config.publicUrl).origin}${config.routePrefix}/webhook`,
+        key: signingKey,
+        clock,
+        timeoutMs: config.queueTimeoutSeconds * 1000,
+        resultWaitMs: config.workerResultSeconds * 1000,
+        encryptionKey: config.encryptionKey,
+        onDispatch: (outcome) => metrics.dispatches.inc({ outcome }),
+      })
+      : createProviderExecutor({
+        registry, clock, resultMaxBytes: config.resultMaxBytes, encryptionKey: config.encryptionKey, defaultModel: config.defaultModel,
+        onProviderCall: (provider, outcome, ms) => metrics.providerDuration.observe({ provider, outcome }, ms / 1000),
+      })
+
+    const events = new JobEvents(store, logger)
+    const pool = new WorkerPool({
+      handle,
+      clock,
+      logger,
+      concurrency: config.workerConcurrency,
+      leaseMs: config.jobLeaseSeconds * 1000,
+      maxAttempts: config.jobMaxAttempts,
+      dispatch: config.workerUrl !== undefined,
+      ...deps.poolOptions,
+      execute,
+      onChange: (jobId) => {
+        metrics.jobsFinished.inc({ outcome: 'written' })
+        events.changed(jobId)
+      },
+      onError: (where) => metrics.workerErrors.inc({ where: where.split(' ')[0] }),
     })
 
-  const events = new JobEvents(store, logger)
-  const pool = new WorkerPool({
-    handle,
-    clock,
-    logger,
-    concurrency: config.workerConcurrency,
-    leaseMs: config.jobLeaseSeconds * 1000,
-    maxAttempts: config.jobMaxAttempts,
-    dispatch: config.workerUrl !== undefined,
-    ...deps.poolOptions,
-    execute,
-    onChange: (jobId) => {
-      metrics.jobsFinished.inc({ outcome: 'written' })
-      events.changed(jobId)
-    },
-    onError: (where) => metrics.workerErrors.inc({ where: where.split(' ')[0] }),
-  })
+    // WordPress's own logins work wherever the database holds WordPress's user tables.
+    const wordpressAuth = deps.wordpress === undefined && await hasWordPressTables(handle)
+      ? createWordPressAuthFor(config, handle, store, clock)
+      : undefined
+    const wordpress = deps.wordpress ?? (wordpressAuth ? wordPressAuthenticator(wordpressAuth) : undefined)
+    if (!wordpress && !config.embedded) logger.warn(`no ${config.tablePrefix}users table: WordPress cookies and application passwords are off; only signed tokens authenticate`)
 
-  // WordPress's own logins work wherever the database holds WordPress's user tables.
-  const wordpressAuth = deps.wordpress === undefined && await hasWordPressTables(handle)
-    ? createWordPressAuthFor(config, handle, store, clock)
-    : undefined
-  const wordpress = deps.wordpress ?? (wordpressAuth ? wordPressAuthenticator(wordpressAuth) : undefined)
-  if (!wordpress && !config.embedded) logger.warn(`no ${config.tablePrefix}users table: WordPress cookies and application passwords are off; only signed tokens authenticate`)
+    const publicTokenSecret = config.publicTokenSecret ? createSecretKey(Buffer.from(config.publicTokenSecret, 'utf8')) : undefined
+    const gateway: Gateway = {
+      config, handle, store, clock, metrics, registry, rules, pool, events, signingKey,
+      wordpress,
+      reloadWordPressSettings: (next) => wordpressAuth?.reloadSettings(wordPressSettings(next)),
+      authenticate: (request) => authenticate(request, { publicTokenSecret, wordpress, now: () => clock.now() }),
+    }
+    app.decorate('gateway', gateway)
 
-  const publicTokenSecret = config.publicTokenSecret ? createSecretKey(Buffer.from(config.publicTokenSecret, 'utf8')) : undefined
-  const gateway: Gateway = {
-    config, handle, store, clock, metrics, registry, rules, pool, events, signingKey,
-    wordpress,
-    reloadWordPressSettings: (next) => wordpressAuth?.reloadSettings(wordPressSettings(next)),
-    authenticate: (request) => authenticate(request, { publicTokenSecret, wordpress, now: () => clock.now() }),
+    app.addHook('onRequest', async (request, reply) => {
+      reply.header('X-Request-Id', request.id)
+    })
+    app.addHook('onResponse', async (request, reply) => {
+      const route = request.routeOptions.url ?? 'unmatched'
+      metrics.httpRequests.inc({ method: request.method, route, status: reply.statusCode })
+      metrics.httpDuration.observe({ method: request.method, route }, reply.elapsedTime / 1000)
+    })
+
+    app.setErrorHandler(wordPressErrorHandler(config.requestMaxBytes, () => metrics.databaseUnavailable.inc()))
+
+    app.setNotFoundHandler((_request, reply) => {
+      reply.code(404).send(toWordPressError('rest_no_route', 'No route was found matching the URL and request method.', 404))
+    })
+
+    await app.register(opsRoutes)
+    await app.register(jobRoutes, { prefix: config.routePrefix })
+    await app.register(eventRoutes, { prefix: config.routePrefix })
+    await app.register(webhookRoutes, { prefix: config.routePrefix })
+    await app.register(adminRoutes, { prefix: config.routePrefix })
+
+    await events.start((jobId) => pool.abortJob(jobId, 'cancel'), () => pool.wake())
+
+    app.addHook('onClose', async () => {
+      await pool.stop(deps.startWorkers === false ? 0 : config.shutdownGraceSeconds * 1000)
+      await events.stop()
+      await registry.close()
+      if (ownsStore) await store.close()
+      if (ownsHandle) await handle.close()
+    })
+
+    await app.ready()
+    if (deps.startWorkers !== false && config.workerConcurrency > 0) pool.start()
+    return app
+  } catch (err) {
+    // A start that fails half-way (migration, Redis, a bad key) leaves nothing open behind it.
+    await app.close().catch(() => {})
+    if (!deps.store) await storeOpened?.close().catch(() => {})
+    if (ownsHandle) await handle.close().catch(() => {})
+    throw err
   }
-  app.decorate('gateway', gateway)
-
-  app.addHook('onRequest', async (request, reply) => {
-    reply.header('X-Request-Id', request.id)
-  })
-  app.addHook('onResponse', async (request, reply) => {
-    const route = request.routeOptions.url ?? 'unmatched'
-    metrics.httpRequests.inc({ method: request.method, route, status: reply.statusCode })
-    metrics.httpDuration.observe({ method: request.method, route }, reply.elapsedTime / 1000)
-  })
-
-  app.setErrorHandler(wordPressErrorHandler(config.requestMaxBytes, () => metrics.databaseUnavailable.inc()))
-
-  app.setNotFoundHandler((_request, reply) => {
-    reply.code(404).send(toWordPressError('rest_no_route', 'No route was found matching the URL and request method.', 404))
-  })
-
-  await app.register(opsRoutes)
-  await app.register(jobRoutes, { prefix: config.routePrefix })
-  await app.register(eventRoutes, { prefix: config.routePrefix })
-  await app.register(webhookRoutes, { prefix: config.routePrefix })
-  await app.register(adminRoutes, { prefix: config.routePrefix })
-
-  await events.start((jobId) => pool.abortJob(jobId, 'cancel'), () => pool.wake())
-
-  app.addHook('onClose', async () => {
-    await pool.stop(deps.startWorkers === false ? 0 : config.shutdownGraceSeconds * 1000)
-    await events.stop()
-    await registry.close()
-    if (ownsStore) await store.close()
-    if (ownsHandle) await handle.close()
-  })
-
-  await app.ready()
-  if (deps.startWorkers !== false && config.workerConcurrency > 0) pool.start()
-  return app
 }
