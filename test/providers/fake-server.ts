@@ -20,19 +20,26 @@ export interface FakeServer {
   close(): Promise<void>
 }
 
+/** Reads a request's whole body: parsed JSON when it is JSON, the raw text otherwise. */
+export function onBody(req: IncomingMessage, done: (body: unknown) => void): void {
+  const chunks: Buffer[] = []
+  req.on('data', (chunk: Buffer) => chunks.push(chunk))
+  req.on('end', () => {
+    const text = Buffer.concat(chunks).toString('utf8')
+    let body: unknown = text
+    try {
+      body = JSON.parse(text)
+    } catch {
+      // keep the raw text
+    }
+    done(body)
+  })
+}
+
 export async function startFakeServer(handler: FakeHandler): Promise<FakeServer> {
   const requests: SeenRequest[] = []
   const server = createServer((req, res) => {
-    const chunks: Buffer[] = []
-    req.on('data', (chunk: Buffer) => chunks.push(chunk))
-    req.on('end', () => {
-      const text = Buffer.concat(chunks).toString('utf8')
-      let body: unknown = text
-      try {
-        body = JSON.parse(text)
-      } catch {
-        // keep the raw text
-      }
+    onBody(req, (body) => {
       const seen: SeenRequest = { method: req.method ?? '', path: req.url ?? '', headers: req.headers, body }
       requests.push(seen)
       handler(seen, res, req)

@@ -1,3 +1,4 @@
+import { onBody } from '../providers/fake-server.js'
 import { createServer, type IncomingHttpHeaders, type ServerResponse } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
 
@@ -127,16 +128,7 @@ export async function startFakeProvider(behavior: Behavior = echoBehavior): Prom
   }
 
   const server = createServer((req, res) => {
-    const chunks: Buffer[] = []
-    req.on('data', (chunk: Buffer) => chunks.push(chunk))
-    req.on('end', () => {
-      const text = Buffer.concat(chunks).toString('utf8')
-      let body: unknown = text
-      try {
-        body = JSON.parse(text)
-      } catch {
-        // keep the raw text
-      }
+    onBody(req, (body) => {
       const path = req.url ?? ''
       const keyHeader = req.headers['idempotency-key']
       const key = Array.isArray(keyHeader) ? keyHeader[0] ?? '' : keyHeader ?? ''
