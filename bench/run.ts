@@ -18,7 +18,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import autocannon from 'autocannon'
 import { SignJWT } from 'jose'
 import mysql from 'mysql2/promise'
-import { createNonce } from '../src/auth/wp-nonce.js'
+import { createNonce } from '../src/wordpress/nonce.js'
 
 const MYSQL = process.env.BENCH_MYSQL_URL ?? 'mysql://root@127.0.0.1:3306'
 const REDIS = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379'

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs'
-import { parseDbHost, parseWpConfig } from './config/wp-config.js'
+import { parseDbHost, parseWpConfig } from './wordpress/wp-config.js'
 
 export type ProviderName = 'echo' | 'openai' | 'anthropic'
 const PROVIDERS: readonly ProviderName[] = ['echo', 'openai', 'anthropic']

@@ -20,12 +20,12 @@ import * as repo from '../db/wordpress-repository.js'
 import type { Store } from '../store/types.js'
 import {
   createApplicationPasswordAuthenticator, type ApplicationPasswordRefusal,
-} from './app-passwords.js'
-import { resolveCapabilities, type UserCapabilities } from './capabilities.js'
-import { maybeUnserialize, type PhpValue } from './php-unserialize.js'
-import { cookieHashFor, loggedInCookieName, readCookie, validateLoggedInCookie, type CookieRefusal } from './wp-cookie.js'
-import { DEFAULT_NONCE_LIFE_SECONDS, verifyNonce } from './wp-nonce.js'
-import { wpSalt, type SaltScheme, type SaltSettings } from './wp-salts.js'
+} from './app-password-auth.js'
+import { resolveCapabilities, type UserCapabilities } from '../wordpress/capabilities.js'
+import { maybeUnserialize, type PhpValue } from '../wordpress/php-unserialize.js'
+import { cookieHashFor, loggedInCookieName, readCookie, validateLoggedInCookie, type CookieRefusal } from '../wordpress/cookie.js'
+import { DEFAULT_NONCE_LIFE_SECONDS, verifyNonce } from '../wordpress/nonce.js'
+import { wpSalt, type SaltScheme, type SaltSettings } from '../wordpress/salts.js'
 
 /** The wp-config values authentication depends on (SPEC §2). */
 export interface WordPressAuthSettings extends SaltSettings {

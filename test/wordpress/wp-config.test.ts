@@ -2,9 +2,9 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
-import { isNeededConstant, parseDbHost, parseWpConfig } from '../../src/config/wp-config.js'
+import { isNeededConstant, parseDbHost, parseWpConfig } from '../../src/wordpress/wp-config.js'
 
-const fixture = (name: string): string => readFileSync(new URL(`./fixtures/${name}`, import.meta.url), 'utf8')
+const fixture = (name: string): string => readFileSync(new URL(`../config/fixtures/${name}`, import.meta.url), 'utf8')
 
 // Modelled on WordPress's wp-config-sample.php, filled in as an installer would.
 const CLASSIC = fixture('wp-config-classic.php')

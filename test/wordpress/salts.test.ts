@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { wpSalt, type SaltSettings } from '../../src/auth/wp-salts.js'
+import { wpSalt, type SaltSettings } from '../../src/wordpress/salts.js'
 
 const options = (values: Record<string, string>) => async (name: string) => values[name]
 const noOptions = options({})

@@ -2,9 +2,9 @@ import { describe, expect, it } from 'vitest'
 import {
   cookieHashFor, generateLoggedInCookie, passFrag, phpRawUrlDecode, readCookie, sessionIsLive, sessionVerifier,
   validateLoggedInCookie, type CookieUser, type CookieValidationDeps,
-} from '../../src/auth/wp-cookie.js'
-import { createNonce, nonceTick, verifyNonce } from '../../src/auth/wp-nonce.js'
-import { maybeUnserialize } from '../../src/auth/php-unserialize.js'
+} from '../../src/wordpress/cookie.js'
+import { createNonce, nonceTick, verifyNonce } from '../../src/wordpress/nonce.js'
+import { maybeUnserialize } from '../../src/wordpress/php-unserialize.js'
 import { authVectors as v } from '../support/wordpress-fixtures.js'
 
 const SALT = 'logged-in-salt'

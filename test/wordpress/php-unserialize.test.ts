@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import {
   isSerialized, maybeUnserialize, phpArrayGet, phpEmpty, PhpUnserializeError, unserialize, type PhpArray,
-} from '../../src/auth/php-unserialize.js'
+} from '../../src/wordpress/php-unserialize.js'
 
 describe('unserialize', () => {
   it('reads scalars', () => {

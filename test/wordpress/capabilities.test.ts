@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import { resolveCapabilities } from '../../src/auth/capabilities.js'
-import { maybeUnserialize } from '../../src/auth/php-unserialize.js'
+import { resolveCapabilities } from '../../src/wordpress/capabilities.js'
+import { maybeUnserialize } from '../../src/wordpress/php-unserialize.js'
 
 const roles = maybeUnserialize(
   'a:2:{s:6:"author";a:2:{s:4:"name";s:6:"Author";s:12:"capabilities";a:3:{s:10:"edit_posts";b:1;s:4:"read";b:1;s:12:"upload_files";b:1;}}'

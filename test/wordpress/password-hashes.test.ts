@@ -3,9 +3,9 @@ import { describe, expect, it } from 'vitest'
 import {
   applicationPasswordHashes, checkApplicationPassword, isEmail, normalizeApplicationPassword, parseBasicAuthorization,
   sanitizeLogin, wpFastHash,
-} from '../../src/auth/app-passwords.js'
-import { checkPhpass, checkWordPressPassword, phpassCrypt } from '../../src/auth/phpass.js'
-import { maybeUnserialize } from '../../src/auth/php-unserialize.js'
+} from '../../src/wordpress/application-passwords.js'
+import { checkPhpass, checkWordPressPassword, phpassCrypt } from '../../src/wordpress/phpass.js'
+import { maybeUnserialize } from '../../src/wordpress/php-unserialize.js'
 import { authVectors as v } from '../support/wordpress-fixtures.js'
 
 // Stored in wp_usermeta `_application_passwords` by WordPress 6.1.9 for alice and bob.
