@@ -1,0 +1,109 @@
+import type { Clock } from '../clock.js'
+import type { DatabaseHandle } from '../db/database.js'
+import { finishJob, finishJobs, markDispatched, requeueJob, type JobRow, type Outcome } from '../db/jobs-repository.js'
+import type { Log } from '../logger.js'
+import { jobBackoffMs } from '../worker/backoff.js'
+import { FinishBatcher } from '../worker/finish-batcher.js'
+
+/**
+ * What running one claimed job decided. It is written here, fenced on the lease, so an executor
+ * never touches the database itself.
+ */
+export type JobDecision =
+  | { kind: 'finish'; outcome: Outcome }
+  /**
+   * A retryable failure: the attempt is spent and the job runs again after the job-level backoff,
+   * or after `retryAfterMs` when the provider asked for longer; `failed` once attempts run out.
+   */
+  | { kind: 'retry'; errorText: string; resultJson?: string | null; retryAfterMs?: number }
+  /** Put back without spending the attempt (an open breaker, shutdown), not before `runAfterMs`. */
+  | { kind: 'release'; runAfterMs: number; reason: string }
+  /** External mode: the worker accepted the job; it stays `running` until its webhook or `waitMs`. */
+  | { kind: 'dispatched'; waitMs: number }
+  /** Nothing to write: the job was canceled or its lease is gone. */
+  | { kind: 'drop'; reason: string }
+
+export interface DecisionWriterOptions {
+  db: DatabaseHandle
+  clock: Clock
+  log: Log
+  /** The pool's worker id: every write is fenced on `lease_owner` = this. */
+  leaseOwner: string
+  maxAttempts: number
+  /** External mode: a released job gives its dispatch number back with its attempt. */
+  dispatch?: boolean
+  /** After every write that changed the row, so streams and other replicas follow. */
+  onWritten?: (jobId: number, decision: JobDecision['kind']) => void
+}
+
+/**
+ * Applies a worker's decision to its job: the one place the pool's results become rows. Terminal
+ * outcomes are written in batches (one fenced statement for the jobs finishing within a couple of
+ * milliseconds of each other), and each job still learns whether its own row was written.
+ */
+export class DecisionWriter {
+  private readonly finisher: FinishBatcher
+
+  constructor(private readonly options: DecisionWriterOptions) {
+    const { db, clock, leaseOwner } = options
+    this.finisher = new FinishBatcher({
+      writeBatch: (items) => finishJobs(db, leaseOwner, items, clock.now()),
+      writeOne: (item) => finishJob(db.db, item.id, leaseOwner, item.outcome, clock.now()),
+    })
+  }
+
+  /** Writes one decision; throws on a database error (the caller retries). */
+  async apply(row: JobRow, decision: JobDecision): Promise<void> {
+    const { db, clock, log, leaseOwner, maxAttempts } = this.options
+    const now = clock.now()
+    let written = false
+    switch (decision.kind) {
+      case 'finish':
+        // Batched: written with the other jobs finishing now, at the time of that write.
+        written = await this.finisher.finish(row.id, decision.outcome)
+        break
+      case 'retry': {
+        if (row.attempts >= maxAttempts) {
+          written = await this.finisher.finish(row.id, {
+            status: 'failed', resultJson: decision.resultJson ?? null,
+            errorText: `${decision.errorText} (gave up after ${row.attempts} attempts)`,
+            providerMs: null, workerMs: null, inputTokens: null, outputTokens: null,
+          })
+        } else {
+          const waitMs = Math.max(jobBackoffMs(row.attempts, clock.random()), decision.retryAfterMs ?? 0)
+          written = await requeueJob(db.db, row.id, leaseOwner, {
+            runAfterMs: now + waitMs, errorText: decision.errorText, refundAttempt: false,
+          }, now)
+        }
+        break
+      }
+      case 'release':
+        // Not an attempt: an open breaker, a failed dispatch or shutdown. The reason is worth a line.
+        log.info({ jobId: row.id, reason: decision.reason, runAfter: new Date(decision.runAfterMs).toISOString() }, 'job put back without spending an attempt')
+        written = await requeueJob(db.db, row.id, leaseOwner, {
+          runAfterMs: decision.runAfterMs, errorText: row.error_text, refundAttempt: true, refundDispatch: this.options.dispatch === true,
+        }, now)
+        break
+      case 'dispatched':
+        written = await markDispatched(db.db, row.id, leaseOwner, now, decision.waitMs)
+        break
+      case 'drop':
+        log.info({ jobId: row.id, reason: decision.reason }, 'job result dropped')
+        return
+    }
+    if (written) {
+      this.options.onWritten?.(row.id, decision.kind)
+    } else if (decision.kind === 'dispatched') {
+      // The worker's webhook arrived before its own 2xx: the job is already final.
+      log.info({ jobId: row.id }, 'job finished by its webhook before the dispatch was recorded')
+    } else {
+      // Zero rows: the lease moved on (expired and re-claimed, or the job was canceled).
+      log.warn({ jobId: row.id, decision: decision.kind }, 'job no longer held by this worker; result dropped')
+    }
+  }
+
+  /** Writes whatever is queued and waits for every write under way. */
+  drain(): Promise<void> {
+    return this.finisher.drain()
+  }
+}

@@ -1,0 +1,20 @@
+import type { Principal } from '../auth/principal.js'
+import { cancelJob as cancelJobRow, type JobRow } from '../db/jobs-repository.js'
+import { ApiError } from '../errors.js'
+import { notFound, readVisibleJob } from './read-job.js'
+import type { JobServices } from './services.js'
+
+/**
+ * Cancels a pending or running job for its owner or an admin (SPEC §4): the row becomes
+ * `canceled`, and the replica running it (this one, or another through the cancel event) aborts
+ * the provider call. A terminal job is a 409.
+ */
+export async function cancelJob(services: Pick<JobServices, 'db' | 'clock' | 'pool' | 'jobEvents'>, principal: Principal, id: number): Promise<JobRow> {
+  await readVisibleJob(services, principal, id)
+  const { changed, row } = await cancelJobRow(services.db.db, id, services.clock.now())
+  if (!row) throw notFound()
+  if (!changed) throw new ApiError('ai_job_finished', `The job has already ${row.status === 'canceled' ? 'been canceled' : row.status}.`)
+  services.pool.abortJob(id, 'cancel')
+  services.jobEvents.canceled(id)
+  return row
+}

@@ -1,0 +1,84 @@
+import { createSecretKey } from 'node:crypto'
+import type { FastifyRequest } from 'fastify'
+import fp from 'fastify-plugin'
+import { authenticate, type WordPressAuthenticator } from '../auth/authenticate.js'
+import type { Principal } from '../auth/principal.js'
+import { createWordPressAuthFor, wordPressAuthenticator, wordPressSettings } from '../auth/wordpress-adapter.js'
+import type { Config } from '../config.js'
+import { hasWordPressTables } from '../db/wordpress-repository.js'
+import { ApiError } from '../errors.js'
+
+/**
+ * What a route needs of its caller, said once in the route's `config.auth`:
+ * - `user`: any authenticated caller (WordPress cookie + nonce, application password, token);
+ * - `admin`: a WordPress user with AI_ADMIN_CAPABILITY (a token never has it);
+ * - `webhook`: no caller; the route verifies a signature over the raw body itself;
+ * - `none`: public (health checks, the JWKS, the OpenAPI document).
+ * A route that says nothing is treated as `user`.
+ */
+export type AuthKind = 'user' | 'admin' | 'none' | 'webhook'
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    auth?: AuthKind
+  }
+  interface FastifyRequest {
+    /** Who the request acts for; set by the auth hook on every `user` and `admin` route. */
+    principal: Principal
+  }
+  interface FastifyInstance {
+    auth: GatewayAuth
+  }
+}
+
+export interface GatewayAuth {
+  /** The chain of SPEC §5: cookie + nonce, application password, signed token. Throws 401/403/429. */
+  authenticate(request: FastifyRequest): Promise<Principal>
+  /** WordPress's own logins, when the database holds WordPress's user tables. */
+  readonly wordpress: WordPressAuthenticator | undefined
+  /** SIGHUP: new salts from a re-read wp-config.php. */
+  reloadWordPressSettings(config: Readonly<Config>): void
+}
+
+export interface AuthPluginOptions {
+  /** A WordPress authenticator of the caller's (tests); otherwise built when the WordPress tables exist. */
+  wordpress?: WordPressAuthenticator | undefined
+}
+
+function forbidden(): ApiError {
+  return new ApiError('ai_forbidden', 'This needs the administrator capability.')
+}
+
+/** Authentication as one `onRequest` hook, so no handler can forget it. */
+export const authPlugin = fp<AuthPluginOptions>(async (app, options) => {
+  const { config, clock, db, store } = app
+  const wordpressAuth = options.wordpress === undefined && await hasWordPressTables(db)
+    ? createWordPressAuthFor(config, db, store, clock)
+    : undefined
+  const wordpress = options.wordpress ?? (wordpressAuth ? wordPressAuthenticator(wordpressAuth) : undefined)
+  if (!wordpress && !config.embedded) app.log.warn(`no ${config.tablePrefix}users table: WordPress cookies and application passwords are off; only signed tokens authenticate`)
+
+  // Imported once: a KeyObject spares the key conversion on every verify.
+  const publicTokenSecret = config.publicTokenSecret ? createSecretKey(Buffer.from(config.publicTokenSecret, 'utf8')) : undefined
+  const auth: GatewayAuth = {
+    authenticate: (request) => authenticate(request, { publicTokenSecret, wordpress, now: () => clock.now() }),
+    wordpress,
+    reloadWordPressSettings: (next) => wordpressAuth?.reloadSettings(wordPressSettings(next)),
+  }
+  app.decorate('auth', auth)
+  app.decorateRequest('principal', null as unknown as Principal)
+
+  app.addHook('onRequest', async (request) => {
+    // Unmatched URLs get their 404 from the not-found handler, whoever asks.
+    if (request.routeOptions.url === undefined) return
+    const kind = request.routeOptions.config.auth ?? 'user'
+    if (kind === 'none' || kind === 'webhook') return
+    let principal = await auth.authenticate(request)
+    if (kind === 'admin' && !principal.isAdmin) {
+      // Caches may delay a revocation, never a grant: a role just given is looked up again.
+      if (principal.recheck) principal = await principal.recheck()
+      if (!principal.isAdmin) throw forbidden()
+    }
+    request.principal = principal
+  })
+}, { name: 'auth', dependencies: ['config', 'db', 'store'] })

@@ -1,0 +1,25 @@
+import fp from 'fastify-plugin'
+import { openDatabase, type DatabaseHandle } from '../db/database.js'
+import { runMigrations } from '../db/migrate.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** The job database: Kysely over MySQL/MariaDB or SQLite, with the WordPress table prefix. */
+    db: DatabaseHandle
+  }
+}
+
+export interface DbPluginOptions {
+  /** An open database; otherwise one is opened from DATABASE_URL and closed with the app. */
+  handle?: DatabaseHandle | undefined
+  /** Run migrations at start (default true). */
+  migrate?: boolean | undefined
+}
+
+/** Opens the database (unless one is handed in), runs the migrations, and closes what it opened. */
+export const dbPlugin = fp<DbPluginOptions>(async (app, options) => {
+  const handle = options.handle ?? await openDatabase({ url: app.config.databaseUrl, prefix: app.config.tablePrefix })
+  if (!options.handle) app.addHook('onClose', () => handle.close())
+  app.decorate('db', handle)
+  if (options.migrate !== false) await runMigrations(handle, () => app.clock.now())
+}, { name: 'db', dependencies: ['config'] })
