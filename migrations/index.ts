@@ -1,5 +1,6 @@
 import { migration as aiJobs } from './0001_ai_jobs.js'
+import { migration as webhookReceipts } from './0002_webhook_receipts.js'
 
 /** Every migration, in the order they run. Names are recorded in `{prefix}ai_gateway_migrations`. */
-export const migrations = [aiJobs]
+export const migrations = [aiJobs, webhookReceipts]
 export type { MigrationContext } from './0001_ai_jobs.js'

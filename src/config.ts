@@ -1,19 +1,7 @@
 import { readFileSync } from 'node:fs'
+import { PROVIDER_NAMES as PROVIDERS, type ModelConfig, type ProviderName } from './providers/types.js'
 import { parseDbHost, parseWpConfig } from './wordpress/wp-config.js'
 
-export type ProviderName = 'echo' | 'openai' | 'anthropic'
-const PROVIDERS: readonly ProviderName[] = ['echo', 'openai', 'anthropic']
-
-export interface ModelSettings {
-  provider: ProviderName
-  url?: string
-  api_key?: string
-  max_tokens?: number
-  /** echo only: for demos and tests. */
-  delay_ms?: number
-  fail_status?: number
-  fail_times?: number
-}
 
 export interface WordPressSecrets {
   AUTH_KEY?: string
@@ -45,7 +33,7 @@ export interface Config {
   providerUrl: string | undefined
   providerApiKey: string | undefined
   defaultModel: string
-  models: Record<string, ModelSettings>
+  models: Record<string, ModelConfig>
   maxTokens: number
   workerConcurrency: number
   jobMaxAttempts: number
@@ -135,7 +123,7 @@ function cidrList(source: Env, name: string): string[] {
   return list
 }
 
-function parseModels(raw: string | undefined): Record<string, ModelSettings> {
+function parseModels(raw: string | undefined): Record<string, ModelConfig> {
   if (raw === undefined || raw === '') return {}
   let parsed: unknown
   try {
@@ -144,7 +132,7 @@ function parseModels(raw: string | undefined): Record<string, ModelSettings> {
     throw new ConfigError('AI_MODELS', 'is not valid JSON')
   }
   if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) throw new ConfigError('AI_MODELS', 'must be a JSON object from model name to settings')
-  const models: Record<string, ModelSettings> = {}
+  const models: Record<string, ModelConfig> = {}
   for (const [name, value] of Object.entries(parsed as Record<string, unknown>)) {
     const v = value as Record<string, unknown> | null
     if (!v || typeof v !== 'object') throw new ConfigError('AI_MODELS', `entry "${name}" must be an object`)
@@ -157,7 +145,7 @@ function parseModels(raw: string | undefined): Record<string, ModelSettings> {
     for (const key of ['url', 'api_key'] as const) {
       if (v[key] !== undefined && typeof v[key] !== 'string') throw new ConfigError('AI_MODELS', `entry "${name}": ${key} must be a string`)
     }
-    models[name] = v as unknown as ModelSettings
+    models[name] = v as unknown as ModelConfig
   }
   return models
 }

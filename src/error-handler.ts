@@ -1,6 +1,42 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
 import { ApiError, isDatabaseUnavailable, toWordPressError } from './errors.js'
 
+interface SchemaError {
+  instancePath: string
+  keyword: string
+  params: Record<string, unknown>
+  message?: string
+  parentSchema?: Record<string, unknown>
+}
+
+/** `/messages/0/role` → `messages[0].role`, as the API names fields. */
+function fieldPath(instancePath: string): string {
+  return instancePath.split('/').slice(1).map((part) => part.replace(/~1/g, '/').replace(/~0/g, '~'))
+    .reduce((path, part) => (/^\d+$/.test(part) ? `${path}[${part}]` : path === '' ? part : `${path}.${part}`), '')
+}
+
+function headerName(name: string): string {
+  return name.replace(/(^|-)([a-z])/g, (_m, dash: string, letter: string) => dash + letter.toUpperCase())
+}
+
+/**
+ * A schema refusal in the WordPress shape with `data.field` and `data.reason` (SPEC §4: naming
+ * the field and the reason). A schema may give its own reason as `x-error`.
+ */
+export function schemaErrorDetails(context: string | undefined, error: SchemaError): { field: string; reason: string } {
+  let field = fieldPath(error.instancePath)
+  const child = error.keyword === 'additionalProperties' ? error.params.additionalProperty
+    : error.keyword === 'required' ? error.params.missingProperty : undefined
+  if (typeof child === 'string') field = field === '' ? child : `${field}.${child}`
+  if (context === 'headers') field = headerName(field)
+  if (field === '') field = context === 'body' || context === undefined ? 'body' : context
+  const own = error.parentSchema?.['x-error']
+  const reason = error.keyword === 'additionalProperties' ? 'is not a known field'
+    : error.keyword === 'required' ? 'is required'
+      : typeof own === 'string' ? own : (error.message ?? 'is not valid')
+  return { field, reason }
+}
+
 /**
  * The one error handler: every error becomes the WordPress REST shape `{ code, message, data }`.
  * Bad input is a 4xx, an unreachable database a 503 with Retry-After, and anything else a 500
@@ -21,15 +57,18 @@ export function wordPressErrorHandler(requestMaxBytes: number, onDatabaseUnavail
       case 'FST_ERR_CTP_EMPTY_JSON_BODY':
       case 'FST_ERR_CTP_INVALID_JSON_BODY':
       case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
-        return reply.code(400).send(toWordPressError('ai_invalid_request', `body: ${fe.message}`, 400, { field: 'body' }))
+        return reply.code(400).send(toWordPressError('ai_invalid_request', `body: ${fe.message}`, 400, { field: 'body', reason: fe.message }))
       default:
         break
     }
     if (fe.validation) {
-      return reply.code(400).send(toWordPressError('ai_invalid_request', fe.message, 400))
+      // Path parameters are job ids: one that is no id names no job, as `/jobs/abc` does not.
+      if (fe.validationContext === 'params') return reply.code(404).send(toWordPressError('ai_not_found', 'No job with that id.', 404))
+      const details = schemaErrorDetails(fe.validationContext, fe.validation[0] as SchemaError)
+      return reply.code(400).send(toWordPressError('ai_invalid_request', `${details.field}: ${details.reason}`, 400, details))
     }
     if (fe.statusCode === 400 || error instanceof SyntaxError) {
-      return reply.code(400).send(toWordPressError('ai_invalid_request', `body: ${error.message}`, 400, { field: 'body' }))
+      return reply.code(400).send(toWordPressError('ai_invalid_request', `body: ${error.message}`, 400, { field: 'body', reason: error.message }))
     }
     if (isDatabaseUnavailable(error)) {
       onDatabaseUnavailable()

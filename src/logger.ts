@@ -1,4 +1,4 @@
-import { pino, type DestinationStream, type Logger } from 'pino'
+import { pino, type BaseLogger, type DestinationStream, type Logger } from 'pino'
 
 /** Query parameters that carry credentials and must not reach the logs. */
 const SECRET_QUERY = /([?&](?:_wpnonce|token|access_token)=)[^&]*/gi
@@ -18,3 +18,6 @@ export function createLogger(level: string, destination?: DestinationStream): Lo
   }
   return destination ? pino(options, destination) : pino(options)
 }
+
+/** What the gateway's modules log through: pino's methods, which Fastify's `app.log` has too. */
+export type Log = Pick<BaseLogger, 'trace' | 'debug' | 'info' | 'warn' | 'error'>

@@ -50,7 +50,7 @@ async function main(): Promise<void> {
   // SIGHUP re-reads wp-config.php, so salts rotated in WordPress take effect without a restart.
   process.on('SIGHUP', () => {
     try {
-      app.gateway.reloadWordPressSettings(loadConfig())
+      app.auth.reloadWordPressSettings(loadConfig())
       logger.info('configuration re-read on SIGHUP: WordPress salts reloaded')
     } catch (err) {
       logger.error({ err: (err as Error).message }, 'SIGHUP: configuration not reloaded; keeping the previous one')

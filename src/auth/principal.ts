@@ -5,10 +5,15 @@ export interface Principal {
   userId: number
   /** `u:<user_id>` or, for anonymous visitors, `s:<sid>`: jobs and idempotency keys are scoped by it. */
   ownerKey: string
-  /** May create jobs (AI_CREATE_CAPABILITY for WordPress users; any valid public token). */
+  /** May create jobs (AI_CREATE_CAPABILITY for WordPress users, and for tokens of WordPress users). */
   canCreate: boolean
   /** Holds AI_ADMIN_CAPABILITY: reads any job and uses the admin routes. Never true for a token. */
   isAdmin: boolean
+  /**
+   * The same principal with its capabilities read again past every cache. A check that is about
+   * to refuse calls it first: caches may delay a revocation, never a grant (SPEC §5).
+   */
+  recheck?: () => Promise<Principal>
 }
 
 export function userOwnerKey(userId: number): string {

@@ -1,4 +1,3 @@
-import { sql } from 'kysely'
 import type { Clock } from '../clock.js'
 import type { Config } from '../config.js'
 import type { DatabaseHandle } from '../db/database.js'
@@ -14,17 +13,6 @@ function toPrincipal(user: AuthenticatedUser): Principal {
 
 export function wordPressSettings(config: Readonly<Config>): WordPressAuthSettings {
   return { ...config.wordpress }
-}
-
-/** True when the database holds WordPress's user tables (the shared WordPress database). */
-export async function hasWordPressTables(handle: DatabaseHandle): Promise<boolean> {
-  const name = `${handle.prefix}users`
-  if (handle.dialect === 'mysql') {
-    const r = await sql<{ n: number }>`SELECT COUNT(*) AS n FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ${name}`.execute(handle.db)
-    return Number(r.rows[0]?.n ?? 0) > 0
-  }
-  const r = await sql<{ n: number }>`SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name = ${name}`.execute(handle.db)
-  return Number(r.rows[0]?.n ?? 0) > 0
 }
 
 /** WordPress's cookie and application-password checks, in the shape the auth chain takes. */

@@ -1,4 +1,4 @@
-import { sql, type Insertable, type Kysely, type Selectable, type Transaction } from 'kysely'
+import { sql, type Insertable, type Kysely, type Selectable, type Transaction, type WhereInterface } from 'kysely'
 import type { DatabaseHandle } from './database.js'
 import type { Database, JobStatus, JobsTable } from './schema.js'
 import { toDbTime } from './time.js'
@@ -12,6 +12,18 @@ export type NewJob = Insertable<JobsTable>
 type Db = Kysely<Database> | Transaction<Database>
 
 const bump = sql<number>`version + 1`
+
+/**
+ * The fence every write after a claim carries (STYLE "Every write after a claim is fenced"): the
+ * row is still `running` under this worker's lease. Zero rows changed means someone else owns the
+ * job now (a cancel, the reaper, another worker), and the caller drops what it meant to write.
+ */
+export function heldBy(ids: number | readonly number[], leaseOwner: string) {
+  return <QB extends WhereInterface<Database, 'ai_jobs'>>(qb: QB): QB => {
+    const byId = typeof ids === 'number' ? qb.where('id', '=', ids) : qb.where('id', 'in', ids)
+    return byId.where('status', '=', 'running').where('lease_owner', '=', leaseOwner) as QB
+  }
+}
 
 export async function insertJob(db: Db, job: NewJob): Promise<number> {
   const result = await db.insertInto('ai_jobs').values(job).executeTakeFirstOrThrow()
@@ -88,11 +100,11 @@ export async function claimJobs(handle: DatabaseHandle, options: ClaimOptions): 
   const now = toDbTime(options.nowMs)
   const leaseUntil = toDbTime(options.nowMs + options.leaseMs)
   const running = {
-    // External mode: the dispatch is numbered by the attempts spent, so a failed dispatch (whose
-    // attempt is refunded) is re-sent with the same number and only an expired lease moves it on
-    // (SPEC §5). It must come before `attempts` in the SET list: MySQL evaluates assignments left
-    // to right with the new values, SQLite with the old ones; placed first, both read the old one.
-    ...(options.dispatch ? { dispatch_attempt: sql<number>`attempts + 1` } : {}),
+    // External mode: each claim is the next dispatch. A failed dispatch gives its number back
+    // (requeueJob with refundDispatch), so it is re-sent with the same number and only an expired
+    // lease moves it on (SPEC §5). The count never goes back, not even across an admin retry, so
+    // a worker's result for the retried job is never mistaken for an older delivery.
+    ...(options.dispatch ? { dispatch_attempt: sql<number>`dispatch_attempt + 1` } : {}),
     status: 'running' as const,
     lease_owner: options.leaseOwner,
     lease_expires_at: leaseUntil,
@@ -161,13 +173,8 @@ export async function retryOnLockConflict<T>(
  */
 export async function renewLeases(db: Db, ids: number[], leaseOwner: string, nowMs: number, leaseMs: number): Promise<number[]> {
   if (ids.length === 0) return []
-  await db.updateTable('ai_jobs')
-    .set({ lease_expires_at: toDbTime(nowMs + leaseMs) })
-    .where('id', 'in', ids).where('status', '=', 'running').where('lease_owner', '=', leaseOwner)
-    .execute()
-  const held = await db.selectFrom('ai_jobs').select('id')
-    .where('id', 'in', ids).where('status', '=', 'running').where('lease_owner', '=', leaseOwner)
-    .execute()
+  await db.updateTable('ai_jobs').set({ lease_expires_at: toDbTime(nowMs + leaseMs) }).$call(heldBy(ids, leaseOwner)).execute()
+  const held = await db.selectFrom('ai_jobs').select('id').$call(heldBy(ids, leaseOwner)).execute()
   const heldIds = new Set(held.map((r) => Number(r.id)))
   return ids.filter((id) => !heldIds.has(id))
 }
@@ -199,7 +206,7 @@ export async function finishJob(db: Db, id: number, leaseOwner: string, outcome:
     lease_expires_at: null,
     updated_at: toDbTime(nowMs),
     version: bump,
-  }).where('id', '=', id).where('status', '=', 'running').where('lease_owner', '=', leaseOwner).executeTakeFirst()
+  }).$call(heldBy(id, leaseOwner)).executeTakeFirst()
   return Number(r.numUpdatedRows) === 1
 }
 
@@ -249,10 +256,7 @@ async function finishChunk(handle: DatabaseHandle, leaseOwner: string, items: re
     return rows.map((r) => Number(r.id))
   }
   return retryOnLockConflict(() => handle.db.transaction().execute(async (trx) => {
-    const held = await trx.selectFrom('ai_jobs').select('id')
-      .where('id', 'in', items.map((i) => i.id)).where('status', '=', 'running').where('lease_owner', '=', leaseOwner)
-      .forUpdate()
-      .execute()
+    const held = await trx.selectFrom('ai_jobs').select('id').$call(heldBy(items.map((i) => i.id), leaseOwner)).forUpdate().execute()
     const heldIds = new Set(held.map((r) => Number(r.id)))
     if (heldIds.size === 0) return []
     const r = await finishManyQuery(trx, leaseOwner, items.filter((i) => heldIds.has(i.id)), nowMs).executeTakeFirst()
@@ -280,7 +284,7 @@ function finishManyQuery(db: Db, leaseOwner: string, items: readonly FinishItem[
     lease_expires_at: null,
     updated_at: toDbTime(nowMs),
     version: bump,
-  }).where('id', 'in', items.map((i) => i.id)).where('status', '=', 'running').where('lease_owner', '=', leaseOwner)
+  }).$call(heldBy(items.map((i) => i.id), leaseOwner))
 }
 
 export interface Requeue {
@@ -288,6 +292,8 @@ export interface Requeue {
   errorText: string | null
   /** True when this run must not count as an attempt (shutdown, open breaker). */
   refundAttempt: boolean
+  /** External mode: a dispatch the worker never accepted gives its number back too. */
+  refundDispatch?: boolean
 }
 
 /** Returns a claimed job to `pending` (fenced like finishJob). */
@@ -299,15 +305,18 @@ export async function requeueJob(db: Db, id: number, leaseOwner: string, requeue
     lease_owner: null,
     lease_expires_at: null,
     attempts: requeue.refundAttempt ? sql<number>`CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END` : sql<number>`attempts`,
+    ...(requeue.refundDispatch ? { dispatch_attempt: sql<number>`CASE WHEN dispatch_attempt > 0 THEN dispatch_attempt - 1 ELSE 0 END` } : {}),
     updated_at: toDbTime(nowMs),
     version: bump,
-  }).where('id', '=', id).where('status', '=', 'running').where('lease_owner', '=', leaseOwner).executeTakeFirst()
+  }).$call(heldBy(id, leaseOwner)).executeTakeFirst()
   return Number(r.numUpdatedRows) === 1
 }
 
 export interface ReapResult {
   requeued: number
   failed: number
+  /** The jobs this call moved, so streams and caches can follow. */
+  ids: number[]
 }
 
 export interface ReapOptions {
@@ -332,7 +341,7 @@ export async function reapExpiredLeases(db: Db, nowMs: number, options: ReapOpti
     .where('status', '=', 'running').where('lease_expires_at', '<', now)
     .orderBy('lease_expires_at').limit(options.limit ?? 500)
     .execute()
-  const result: ReapResult = { requeued: 0, failed: 0 }
+  const result: ReapResult = { requeued: 0, failed: 0, ids: [] }
   for (const row of expired) {
     const attempts = Number(row.attempts)
     const spent = attempts >= options.maxAttempts
@@ -359,7 +368,10 @@ export async function reapExpiredLeases(db: Db, nowMs: number, options: ReapOpti
       .where('id', '=', row.id).where('status', '=', 'running').where('lease_expires_at', '<', now)
     q = row.lease_owner === null ? q.where('lease_owner', 'is', null) : q.where('lease_owner', '=', row.lease_owner)
     const r = await q.executeTakeFirst()
-    if (Number(r.numUpdatedRows) === 1) result[spent ? 'failed' : 'requeued']++
+    if (Number(r.numUpdatedRows) === 1) {
+      result[spent ? 'failed' : 'requeued']++
+      result.ids.push(Number(row.id))
+    }
   }
   return result
 }
@@ -381,8 +393,8 @@ export async function retryJob(db: Db, id: number, nowMs: number): Promise<boole
   const now = toDbTime(nowMs)
   const r = await db.updateTable('ai_jobs').set({
     status: 'pending',
+    // Attempts start over; dispatch_attempt does not (see claimJobs).
     attempts: 0,
-    dispatch_attempt: 0,
     run_after: now,
     result_json: null,
     error_text: null,
@@ -407,7 +419,7 @@ export async function markDispatched(db: Db, id: number, leaseOwner: string, now
     lease_expires_at: toDbTime(nowMs + waitMs),
     updated_at: toDbTime(nowMs),
     version: bump,
-  }).where('id', '=', id).where('status', '=', 'running').where('lease_owner', '=', leaseOwner).executeTakeFirst()
+  }).$call(heldBy(id, leaseOwner)).executeTakeFirst()
   return Number(r.numUpdatedRows) === 1
 }
 
@@ -421,28 +433,56 @@ export interface WebhookOutcome {
   outputTokens: number | null
 }
 
+export interface WebhookDelivery {
+  jobId: number
+  /** The delivery's `attempt`, when it names one: only the current dispatch may complete the job. */
+  attempt: number | undefined
+  /** hex sha256 of the delivery's replay key: recorded with the outcome, in one transaction. */
+  receiptKey: string
+  outcome: WebhookOutcome
+  nowMs: number
+}
+
 /**
- * A verified webhook's result: only a `pending` or `running` job moves, and only while the
- * delivery's dispatch attempt (when given) is still the current one. Terminal jobs never change.
+ * A verified webhook's result, in one transaction: the delivery's receipt is recorded, and a
+ * `pending` or `running` job moves to its terminal state, but only while the delivery's dispatch
+ * attempt (when given) is still the current one. Terminal jobs never change. A receipt already
+ * recorded means this delivery reached the job before (a replay): nothing changes. Resolves to
+ * `changed` when the job moved, `duplicate` for a replay, `ignored` otherwise.
  */
-export async function completeFromWebhook(db: Db, id: number, attempt: number | undefined, outcome: WebhookOutcome, nowMs: number): Promise<boolean> {
-  const now = toDbTime(nowMs)
-  let q = db.updateTable('ai_jobs').set({
-    status: outcome.status,
-    result_json: outcome.resultJson,
-    error_text: outcome.errorText,
-    provider_ms: outcome.providerMs,
-    output_tokens: outcome.outputTokens,
-    worker_ms: outcome.workerMs,
-    webhook_ts: now,
-    lease_owner: null,
-    lease_expires_at: null,
-    updated_at: now,
-    version: bump,
-  }).where('id', '=', id).where('status', 'in', ['pending', 'running'])
-  if (attempt !== undefined) q = q.where('dispatch_attempt', '=', attempt)
-  const r = await q.executeTakeFirst()
-  return Number(r.numUpdatedRows) === 1
+export async function completeFromWebhook(db: Kysely<Database>, delivery: WebhookDelivery): Promise<'changed' | 'duplicate' | 'ignored'> {
+  const now = toDbTime(delivery.nowMs)
+  const { outcome } = delivery
+  return db.transaction().execute(async (trx) => {
+    try {
+      await trx.insertInto('ai_webhook_receipts').values({ replay_key: delivery.receiptKey, job_id: delivery.jobId, created_at: now }).execute()
+    } catch (err) {
+      if (isDuplicateKey(err)) return 'duplicate'
+      throw err
+    }
+    let q = trx.updateTable('ai_jobs').set({
+      status: outcome.status,
+      result_json: outcome.resultJson,
+      error_text: outcome.errorText,
+      provider_ms: outcome.providerMs,
+      output_tokens: outcome.outputTokens,
+      worker_ms: outcome.workerMs,
+      webhook_ts: now,
+      lease_owner: null,
+      lease_expires_at: null,
+      updated_at: now,
+      version: bump,
+    }).where('id', '=', delivery.jobId).where('status', 'in', ['pending', 'running'])
+    if (delivery.attempt !== undefined) q = q.where('dispatch_attempt', '=', delivery.attempt)
+    const r = await q.executeTakeFirst()
+    return Number(r.numUpdatedRows) === 1 ? 'changed' : 'ignored'
+  })
+}
+
+/** A unique key refused the row (MySQL 1062, SQLite's UNIQUE constraint). */
+export function isDuplicateKey(err: unknown): boolean {
+  const e = err as { code?: string; errno?: number } | null
+  return e?.code === 'ER_DUP_ENTRY' || e?.errno === 1062 || e?.code === 'SQLITE_CONSTRAINT_UNIQUE' || e?.code === 'SQLITE_CONSTRAINT_PRIMARYKEY'
 }
 
 export interface UsageRow {

@@ -36,6 +36,14 @@ export interface JobsTable {
   version: ColumnType<number, number | undefined, number>
 }
 
+/** `{prefix}ai_webhook_receipts`: the verified webhook deliveries that reached a job (SPEC §5). */
+export interface WebhookReceiptsTable {
+  /** hex sha256 of the delivery's replay key (`id:<webhook-id>` or `sha256:<body hash>`). */
+  replay_key: string
+  job_id: number
+  created_at: DbTime
+}
+
 /** WordPress's own tables, read only. */
 export interface UsersTable {
   ID: number
@@ -67,6 +75,7 @@ export interface SiteMetaTable {
  */
 export interface Database {
   ai_jobs: JobsTable
+  ai_webhook_receipts: WebhookReceiptsTable
   users: UsersTable
   usermeta: UserMetaTable
   options: OptionsTable

@@ -8,7 +8,8 @@
  * case-insensitive `utf8mb4_unicode_520_ci`, exactly what `get_user_by()` sees; SQLite (a dev
  * database, never a real WordPress one) compares exactly.
  */
-import type { Kysely } from 'kysely'
+import { sql, type Kysely } from 'kysely'
+import type { DatabaseHandle } from './database.js'
 import type { Database } from './schema.js'
 
 export interface WordPressUserRow {
@@ -89,4 +90,15 @@ export async function getSiteAdmins(db: Kysely<Database>): Promise<string | null
   const meta = await getSiteMeta(db, 'site_admins')
   if (!meta.table) return undefined
   return meta.value ?? null
+}
+
+/** True when the database holds WordPress's user tables (the shared WordPress database). */
+export async function hasWordPressTables(handle: DatabaseHandle): Promise<boolean> {
+  const name = `${handle.prefix}users`
+  if (handle.dialect === 'mysql') {
+    const r = await sql<{ n: number }>`SELECT COUNT(*) AS n FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ${name}`.execute(handle.db)
+    return Number(r.rows[0]?.n ?? 0) > 0
+  }
+  const r = await sql<{ n: number }>`SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name = ${name}`.execute(handle.db)
+  return Number(r.rows[0]?.n ?? 0) > 0
 }

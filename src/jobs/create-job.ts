@@ -1,26 +1,14 @@
 import { randomBytes } from 'node:crypto'
 import type { Principal } from '../auth/principal.js'
-import type { Clock } from '../clock.js'
-import type { DatabaseHandle } from '../db/database.js'
-import { findJob, findJobByKey, insertJob, type JobRow } from '../db/jobs-repository.js'
+import { findJob, findJobByKey, insertJob, isDuplicateKey, type JobRow } from '../db/jobs-repository.js'
 import { fromDbTime, toDbTime } from '../db/time.js'
 import { ApiError } from '../errors.js'
-import type { Store } from '../store/types.js'
-import {
-  generatedIdempotencyKey, inputHash, parseJobBody, scopedIdempotencyKey, type RequestRules,
-} from './job-request.js'
+import type { CreateJobBody } from '../schemas/job.js'
+import { generatedIdempotencyKey, inputHash, parseJobBody, scopedIdempotencyKey } from './job-request.js'
 import { sealRequest } from './request-crypto.js'
+import type { JobServices } from './services.js'
 
-export interface CreateDeps {
-  handle: DatabaseHandle
-  store: Store
-  clock: Clock
-  rules: RequestRules
-  rateLimitMax: number
-  rateLimitWindowSeconds: number
-  dedupeWindowSeconds: number
-  encryptionKey: Buffer | undefined
-}
+type CreateServices = Pick<JobServices, 'db' | 'store' | 'clock' | 'config' | 'requestRules' | 'pool' | 'jobEvents' | 'metrics'>
 
 export type CreateResult =
   | { kind: 'created'; jobId: number; rateLimit: RateLimitInfo | undefined }
@@ -41,13 +29,14 @@ export function rateLimitHeaders(info: RateLimitInfo): Record<string, string> {
   }
 }
 
-function isDuplicateKey(err: unknown): boolean {
-  const e = err as { code?: string; errno?: number }
-  return e?.code === 'ER_DUP_ENTRY' || e?.errno === 1062 || e?.code === 'SQLITE_CONSTRAINT_UNIQUE'
-}
-
-function replayOrConflict(row: JobRow, hash: string): CreateResult {
-  if (row.input_hash !== hash) {
+/**
+ * A stored key was found for this owner's key. Only the caller's own job is ever returned
+ * (SPEC §5): a row of another owner under the same stored key (which owner-scoped keys make
+ * impossible, short of a SHA-256 collision or a seed row holding a raw key) is refused like a
+ * reused key, without showing it.
+ */
+function replayOrConflict(row: JobRow, ownerKey: string, hash: string): CreateResult {
+  if (row.owner_key !== ownerKey || row.input_hash !== hash) {
     throw new ApiError('ai_idempotency_key_reused', 'This idempotency key was used for a different request; use a new key for new input.')
   }
   return { kind: 'replayed', row }
@@ -60,14 +49,14 @@ function replayOrConflict(row: JobRow, hash: string): CreateResult {
  * inside the window, and neither failed nor canceled (the same input again after a failure means
  * "try again").
  */
-async function findDedupeHit(deps: CreateDeps, key: string, ownerKey: string, hash: string, now: number): Promise<JobRow | undefined> {
+async function findDedupeHit(deps: CreateServices, key: string, ownerKey: string, hash: string, now: number): Promise<JobRow | undefined> {
   const hit = await deps.store.get(key)
   const id = hit === null ? Number.NaN : Number(hit)
   if (!Number.isSafeInteger(id)) return undefined
-  const row = await findJob(deps.handle.db, id)
+  const row = await findJob(deps.db.db, id)
   if (!row || row.owner_key !== ownerKey || row.input_hash !== hash) return undefined
   if (row.status === 'failed' || row.status === 'canceled') return undefined
-  if (fromDbTime(row.created_at) < now - deps.dedupeWindowSeconds * 1000) return undefined
+  if (fromDbTime(row.created_at) < now - deps.config.dedupeWindowSeconds * 1000) return undefined
   return row
 }
 
@@ -75,11 +64,24 @@ async function findDedupeHit(deps: CreateDeps, key: string, ownerKey: string, ha
  * Creates a job, or returns the existing one for a replayed key or a duplicate inside the dedupe
  * window (those never count toward the rate limit).
  */
-export async function createJob(deps: CreateDeps, principal: Principal, body: unknown, headerKey: string | undefined, requestId: string): Promise<CreateResult> {
-  const { request, clientKey } = parseJobBody(body, deps.rules, headerKey)
+export async function createJob(deps: CreateServices, principal: Principal, body: CreateJobBody, headerKey: string | undefined, requestId: string): Promise<CreateResult> {
+  const result = await createOrReplay(deps, principal, body, headerKey, requestId)
+  if (result.kind === 'replayed') {
+    deps.metrics.jobsReplayed.inc()
+  } else {
+    deps.metrics.jobsCreated.inc()
+    deps.pool.wake()
+    deps.jobEvents.created()
+  }
+  return result
+}
+
+async function createOrReplay(deps: CreateServices, principal: Principal, body: CreateJobBody, headerKey: string | undefined, requestId: string): Promise<CreateResult> {
+  const { request, clientKey } = parseJobBody(body, deps.requestRules, headerKey)
   const hash = inputHash(request)
   const now = deps.clock.now()
-  const db = deps.handle.db
+  const db = deps.db.db
+  const { rateLimitMax, rateLimitWindowSeconds, dedupeWindowSeconds, encryptionKey } = deps.config
 
   const storedKey = clientKey !== undefined
     ? scopedIdempotencyKey(principal.ownerKey, clientKey)
@@ -87,30 +89,31 @@ export async function createJob(deps: CreateDeps, principal: Principal, body: un
 
   if (clientKey !== undefined) {
     const existing = await findJobByKey(db, storedKey)
-    if (existing) return replayOrConflict(existing, hash)
+    if (existing) return replayOrConflict(existing, principal.ownerKey, hash)
   }
   // The dedupe window merges identical requests that carry no key (SPEC §3: "instead"); a client
   // that sends a new key of its own is asking for a new job, e.g. a "regenerate" button.
   // Every new job is indexed for the window (keyed ones too); only keyless requests look it up.
-  const dedupeKey = deps.dedupeWindowSeconds > 0 ? `dedupe:${principal.ownerKey}:${hash}` : undefined
+  const dedupeKey = dedupeWindowSeconds > 0 ? `dedupe:${principal.ownerKey}:${hash}` : undefined
   if (dedupeKey && clientKey === undefined) {
     const recent = await findDedupeHit(deps, dedupeKey, principal.ownerKey, hash, now)
     if (recent) return { kind: 'replayed', row: recent }
   }
 
   let rateLimit: RateLimitInfo | undefined
-  if (deps.rateLimitMax > 0) {
-    const windowMs = deps.rateLimitWindowSeconds * 1000
-    const decision = await deps.store.consume(`rl:create:${principal.ownerKey}`, deps.rateLimitMax, windowMs, now)
+  if (rateLimitMax > 0) {
+    const windowMs = rateLimitWindowSeconds * 1000
+    const decision = await deps.store.consume(`rl:create:${principal.ownerKey}`, rateLimitMax, windowMs, now)
     rateLimit = {
-      limit: deps.rateLimitMax,
+      limit: rateLimitMax,
       remaining: decision.remaining,
-      windowSeconds: deps.rateLimitWindowSeconds,
+      windowSeconds: rateLimitWindowSeconds,
       resetSeconds: Math.ceil(decision.resetMs / 1000),
     }
     if (!decision.allowed) {
       const retryAfter = Math.max(1, rateLimit.resetSeconds)
-      throw new ApiError('ai_rate_limited', `Too many jobs: at most ${deps.rateLimitMax} every ${deps.rateLimitWindowSeconds} seconds. Try again in ${retryAfter} s.`, {
+      deps.metrics.rateLimited.inc()
+      throw new ApiError('ai_rate_limited', `Too many jobs: at most ${rateLimitMax} every ${rateLimitWindowSeconds} seconds. Try again in ${retryAfter} s.`, {
         headers: { 'Retry-After': String(retryAfter), ...rateLimitHeaders({ ...rateLimit, resetSeconds: retryAfter }) },
       })
     }
@@ -123,7 +126,7 @@ export async function createJob(deps: CreateDeps, principal: Principal, body: un
       owner_key: principal.ownerKey,
       status: 'pending',
       input_hash: hash,
-      request_json: sealRequest(JSON.stringify(request), deps.encryptionKey, storedKey),
+      request_json: sealRequest(JSON.stringify(request), encryptionKey, storedKey),
       idempotency_key: storedKey,
       model: request.model,
       request_id: requestId,
@@ -133,14 +136,14 @@ export async function createJob(deps: CreateDeps, principal: Principal, body: un
     })
     if (dedupeKey) {
       // Not awaited: the index is a convenience, and the create should not wait on it.
-      deps.store.set(dedupeKey, String(jobId), deps.dedupeWindowSeconds * 1000).catch(() => {})
+      deps.store.set(dedupeKey, String(jobId), dedupeWindowSeconds * 1000).catch(() => {})
     }
     return { kind: 'created', jobId, rateLimit }
   } catch (err) {
     // Two requests with one key raced past the lookup: the loser answers like a replay.
     if (clientKey !== undefined && isDuplicateKey(err)) {
       const existing = await findJobByKey(db, storedKey)
-      if (existing) return replayOrConflict(existing, hash)
+      if (existing) return replayOrConflict(existing, principal.ownerKey, hash)
     }
     throw err
   }

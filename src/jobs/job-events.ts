@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events'
-import type { Logger } from 'pino'
+import type { Log } from '../logger.js'
 import type { Store } from '../store/types.js'
 
 const WAKE = 'events:wake'
@@ -7,34 +7,28 @@ const CHANGED = 'events:job'
 const CANCEL = 'events:cancel'
 
 /**
- * Job events across replicas: a create wakes every pool, a change reaches every stream and cache,
- * and a cancel reaches the replica running the job. Through Redis pub/sub when configured, in
- * process otherwise; the pools' fallback poll and lease checks keep things correct when a message
- * is lost.
+ * Job events across replicas: a create wakes every pool, a change reaches every stream, and a
+ * cancel reaches the replica running the job. Through Redis pub/sub when configured, in process
+ * otherwise; the pools' fallback poll and lease checks keep things correct when a message is lost.
  */
 export class JobEvents {
   private readonly local = new EventEmitter()
   private unsubscribers: (() => Promise<void>)[] = []
   private wakeTimer: NodeJS.Timeout | undefined
 
-  constructor(private readonly store: Store, private readonly logger: Logger, private readonly wakeCoalesceMs = 1) {
+  constructor(private readonly store: Store, private readonly logger: Log, private readonly wakeCoalesceMs = 1) {
     this.local.setMaxListeners(0)
   }
 
-  async start(onCancel: (jobId: number) => void, onWake: () => void): Promise<void> {
-    const parse = (message: string): number | undefined => {
+  /** Subscribes to the three channels; listeners added with onWake/onCancel/onChanged hear them. */
+  async start(): Promise<void> {
+    const relay = (event: 'cancel' | 'changed') => (message: string) => {
       const id = Number(message)
-      return Number.isSafeInteger(id) && id > 0 ? id : undefined
+      if (Number.isSafeInteger(id) && id > 0) this.local.emit(event, id)
     }
-    this.unsubscribers.push(await this.store.subscribe(WAKE, () => onWake()))
-    this.unsubscribers.push(await this.store.subscribe(CANCEL, (m) => {
-      const id = parse(m)
-      if (id !== undefined) onCancel(id)
-    }))
-    this.unsubscribers.push(await this.store.subscribe(CHANGED, (m) => {
-      const id = parse(m)
-      if (id !== undefined) this.local.emit('changed', id)
-    }))
+    this.unsubscribers.push(await this.store.subscribe(WAKE, () => this.local.emit('wake')))
+    this.unsubscribers.push(await this.store.subscribe(CANCEL, relay('cancel')))
+    this.unsubscribers.push(await this.store.subscribe(CHANGED, relay('changed')))
   }
 
   async stop(): Promise<void> {
@@ -66,10 +60,24 @@ export class JobEvents {
     this.send(CHANGED, String(jobId))
   }
 
+  /** A create somewhere asks the pools to claim. Returns the remover. */
+  onWake(listener: () => void): () => void {
+    return this.listen('wake', listener)
+  }
+
+  /** A job was canceled somewhere: the replica running it aborts the provider call. */
+  onCancel(listener: (jobId: number) => void): () => void {
+    return this.listen('cancel', listener)
+  }
+
   /** Listens for changes to any job (streams filter by id). Returns the remover. */
   onChanged(listener: (jobId: number) => void): () => void {
-    this.local.on('changed', listener)
-    return () => this.local.off('changed', listener)
+    return this.listen('changed', listener)
+  }
+
+  private listen(event: string, listener: (jobId: number) => void): () => void {
+    this.local.on(event, listener)
+    return () => this.local.off(event, listener)
   }
 
   private send(channel: string, message: string): void {

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto'
 import canonicalizeModule from 'canonicalize'
 import { ApiError } from '../errors.js'
+import type { CreateJobBody } from '../schemas/job.js'
 
 export interface Message {
   role: 'system' | 'user' | 'assistant'
@@ -21,6 +22,8 @@ export interface JobRequest {
   messages?: Message[]
   params: JobParams
   metadata?: Record<string, unknown>
+  /** `bulk` waits while interactive jobs are due (SPEC §8); absent means interactive. */
+  priority?: 'bulk'
 }
 
 export interface RequestRules {
@@ -30,86 +33,33 @@ export interface RequestRules {
   maxTokensFor(model: string): number
 }
 
-const BODY_FIELDS = new Set(['model', 'input', 'messages', 'params', 'metadata', 'idempotency_key'])
-const PARAM_FIELDS = new Set(['temperature', 'top_p', 'max_tokens', 'stop'])
-const ROLES = new Set(['system', 'user', 'assistant'])
 // The package is CommonJS with an ESM-style declaration; at run time the default import is the function.
 const canonicalize = canonicalizeModule as unknown as (value: unknown) => string | undefined
 
 const METADATA_MAX_BYTES = 2048
-const PRINTABLE_ASCII = /^[\x20-\x7e]{1,255}$/
+/** SPEC §4: metadata is nested at most 8 levels (the metadata object itself is the first). */
+export const METADATA_MAX_DEPTH = 8
 
 function invalid(field: string, reason: string): ApiError {
   return new ApiError('ai_invalid_request', `${field}: ${reason}`, { details: { field, reason } })
 }
 
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v)
-}
-
-function checkNumber(params: Record<string, unknown>, name: string, min: number, max: number): number | undefined {
-  const v = params[name]
-  if (v === undefined) return undefined
-  if (typeof v !== 'number' || !Number.isFinite(v)) throw invalid(`params.${name}`, 'must be a number')
-  if (v < min || v > max) throw invalid(`params.${name}`, `must be between ${min} and ${max}`)
-  return v
-}
-
-function parseParams(raw: unknown, maxTokens: number): JobParams {
-  if (raw === undefined || raw === null) return {}
-  if (!isObject(raw)) throw invalid('params', 'must be an object')
-  for (const key of Object.keys(raw)) {
-    if (!PARAM_FIELDS.has(key)) throw invalid(`params.${key}`, 'is not an allowed parameter (temperature, top_p, max_tokens, stop)')
-  }
-  const params: JobParams = {}
-  const temperature = checkNumber(raw, 'temperature', 0, 2)
-  if (temperature !== undefined) params.temperature = temperature
-  const topP = checkNumber(raw, 'top_p', 0, 1)
-  if (topP !== undefined) params.top_p = topP
-  if (raw.max_tokens !== undefined) {
-    const v = raw.max_tokens
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw invalid('params.max_tokens', 'must be a whole number of at least 1')
-    if (v > maxTokens) throw invalid('params.max_tokens', `must be at most ${maxTokens}`)
-    params.max_tokens = v
-  }
-  if (raw.stop !== undefined) {
-    const v = raw.stop
-    const ok = typeof v === 'string' ? v.length > 0 && v.length <= 256
-      : Array.isArray(v) && v.length >= 1 && v.length <= 4 && v.every((s) => typeof s === 'string' && s.length > 0 && s.length <= 256)
-    if (!ok) throw invalid('params.stop', 'must be a string or an array of 1 to 4 non-empty strings (at most 256 characters each)')
-    params.stop = v as string | string[]
-  }
-  return params
-}
-
-function parseMessages(raw: unknown): Message[] {
-  if (!Array.isArray(raw) || raw.length === 0) throw invalid('messages', 'must be a non-empty array')
-  return raw.map((m, i) => {
-    if (!isObject(m)) throw invalid(`messages[${i}]`, 'must be an object with role and content')
-    for (const key of Object.keys(m)) if (key !== 'role' && key !== 'content') throw invalid(`messages[${i}].${key}`, 'is not allowed')
-    if (typeof m.role !== 'string' || !ROLES.has(m.role)) throw invalid(`messages[${i}].role`, 'must be system, user or assistant')
-    if (typeof m.content !== 'string') throw invalid(`messages[${i}].content`, 'must be a string')
-    return { role: m.role as Message['role'], content: m.content }
-  })
-}
-
-/** Checks a client idempotency key: 1–255 printable ASCII characters (SPEC §3). */
-export function checkIdempotencyKey(value: unknown, field: string): string {
-  if (typeof value !== 'string' || !PRINTABLE_ASCII.test(value)) throw invalid(field, 'must be 1 to 255 printable ASCII characters')
-  return value
+/** How many objects and arrays lie inside one another in `value` (a scalar is 0). */
+function depthOf(value: unknown): number {
+  if (typeof value !== 'object' || value === null) return 0
+  let deepest = 0
+  for (const child of Object.values(value)) deepest = Math.max(deepest, depthOf(child))
+  return deepest + 1
 }
 
 /**
- * Validates a `POST /jobs` body (SPEC §4) and resolves the model. Every refusal is a 400 that
- * names the field and the reason.
+ * What the body schema (src/schemas/job.ts) cannot say about a `POST /jobs` body (SPEC §4), and
+ * the model it resolves to. The body has already passed the schema; every refusal here is a 400
+ * that names the field and the reason.
  */
-export function parseJobBody(body: unknown, rules: RequestRules, headerKey: string | undefined): { request: JobRequest; clientKey: string | undefined } {
-  if (!isObject(body)) throw invalid('body', 'must be a JSON object')
-  for (const key of Object.keys(body)) if (!BODY_FIELDS.has(key)) throw invalid(key, 'is not a known field')
-
+export function parseJobBody(body: CreateJobBody, rules: RequestRules, headerKey: string | undefined): { request: JobRequest; clientKey: string | undefined } {
   let model = rules.defaultModel
   if (body.model !== undefined) {
-    if (typeof body.model !== 'string' || body.model === '') throw invalid('model', 'must be a non-empty string')
     if (!rules.allowedModels.has(body.model)) throw invalid('model', `is not an allowed model (allowed: ${[...rules.allowedModels].join(', ')})`)
     model = body.model
   }
@@ -118,37 +68,38 @@ export function parseJobBody(body: unknown, rules: RequestRules, headerKey: stri
   const hasMessages = body.messages !== undefined
   if (hasInput === hasMessages) throw invalid(hasInput ? 'messages' : 'input', 'exactly one of input and messages is required')
 
-  const request: JobRequest = { model, params: parseParams(body.params, rules.maxTokensFor(model)) }
-  if (hasInput) {
-    if (typeof body.input !== 'string' || body.input.trim() === '') throw invalid('input', 'must be a non-empty string')
-    request.input = body.input
-  } else {
-    request.messages = parseMessages(body.messages)
-  }
+  const params: JobParams = { ...body.params }
+  const cap = rules.maxTokensFor(model)
+  if (params.max_tokens !== undefined && params.max_tokens > cap) throw invalid('params.max_tokens', `must be at most ${cap}`)
+
+  const request: JobRequest = { model, params }
+  if (body.input !== undefined) request.input = body.input
+  else request.messages = body.messages!.map((m) => ({ role: m.role, content: m.content }))
 
   if (body.metadata !== undefined) {
-    if (!isObject(body.metadata)) throw invalid('metadata', 'must be an object')
+    if (depthOf(body.metadata) > METADATA_MAX_DEPTH) throw invalid('metadata', `must be nested at most ${METADATA_MAX_DEPTH} levels`)
     if (Buffer.byteLength(JSON.stringify(body.metadata)) > METADATA_MAX_BYTES) throw invalid('metadata', `must be at most ${METADATA_MAX_BYTES} bytes of JSON`)
     request.metadata = body.metadata
   }
+  if (body.priority === 'bulk') request.priority = 'bulk'
 
-  const bodyKey = body.idempotency_key === undefined ? undefined : checkIdempotencyKey(body.idempotency_key, 'idempotency_key')
-  const header = headerKey === undefined ? undefined : checkIdempotencyKey(headerKey, 'Idempotency-Key')
-  if (bodyKey !== undefined && header !== undefined && bodyKey !== header) {
+  if (body.idempotency_key !== undefined && headerKey !== undefined && body.idempotency_key !== headerKey) {
     throw invalid('idempotency_key', 'differs from the Idempotency-Key header')
   }
-  return { request, clientKey: bodyKey ?? header }
+  return { request, clientKey: body.idempotency_key ?? headerKey }
 }
 
 export function sha256Hex(text: string): string {
   return createHash('sha256').update(text).digest('hex')
 }
 
-/** `input_hash = hex(sha256(canonical_json({ model, input | messages, params })))`, RFC 8785. */
+/** `input_hash = hex(sha256(canonical_json({ model, input | messages, params[, priority] })))`, RFC 8785. */
 export function inputHash(request: JobRequest): string {
   const subject: Record<string, unknown> = { model: request.model, params: request.params }
   if (request.input !== undefined) subject.input = request.input
   else subject.messages = request.messages
+  // SPEC §3: `priority` joins the hash only when it is bulk, so interactive hashes stay as before.
+  if (request.priority === 'bulk') subject.priority = 'bulk'
   return sha256Hex(canonicalize(subject) as string)
 }
 

@@ -5,18 +5,11 @@ import { CircuitBreaker, type BreakerState, type CircuitBreakerOptions } from '.
 import { EchoProvider, type EchoOptions } from './echo.js'
 import { createDispatcher, endpointUrl, type ProviderTimeouts } from './http.js'
 import { OpenAIProvider, OPENAI_DEFAULT_URL } from './openai.js'
-import type { Provider } from './types.js'
+import { PROVIDER_NAMES, type ModelConfig, type Provider, type ProviderName } from './types.js'
 
-export type ProviderName = 'echo' | 'openai' | 'anthropic'
-export const PROVIDER_NAMES: readonly ProviderName[] = ['echo', 'openai', 'anthropic']
+export type { ModelConfig, ProviderName } from './types.js'
+export { PROVIDER_NAMES } from './types.js'
 
-/** One entry of `AI_MODELS`. The echo-only options shape the built-in echo provider (see `EchoOptions`). */
-export interface ModelConfig extends EchoOptions {
-  provider: ProviderName
-  url?: string
-  api_key?: string
-  max_tokens?: number
-}
 
 export interface ProviderRegistryOptions {
   /** `AI_PROVIDER` */

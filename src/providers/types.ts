@@ -1,3 +1,16 @@
+import type { EchoOptions } from './echo.js'
+
+export type ProviderName = 'echo' | 'openai' | 'anthropic'
+export const PROVIDER_NAMES: readonly ProviderName[] = ['echo', 'openai', 'anthropic']
+
+/** One entry of `AI_MODELS`. The echo-only options shape the built-in echo provider (see `EchoOptions`). */
+export interface ModelConfig extends EchoOptions {
+  provider: ProviderName
+  url?: string
+  api_key?: string
+  max_tokens?: number
+}
+
 /** What a provider is asked: the stored request, with the model resolved. */
 export interface ProviderRequest {
   model: string

@@ -1,26 +1,52 @@
+import { randomUUID } from 'node:crypto'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { FastifyInstance } from 'fastify'
-import { findJob, type JobRow } from '../db/jobs-repository.js'
+import Type from 'typebox'
+import type { JobRow } from '../db/jobs-repository.js'
 import { TERMINAL_STATUSES } from '../db/schema.js'
-import { toError } from '../errors.js'
+import { ApiError } from '../errors.js'
 import { toJobResponse } from '../jobs/job-response.js'
-import { parseJobId, visibleTo } from './jobs.js'
+import { jobIdOf, readVisibleJob } from '../jobs/read-job.js'
+import { errorResponses, JobIdParams } from '../schemas/common.js'
 
 const HEARTBEAT_MS = 15_000
-// Events normally arrive at once (local, or through Redis); this re-read covers a lost message.
-const RECHECK_MS = 2_000
+/** SPEC §8: at most 10 open streams per owner, across replicas. */
+export const STREAMS_PER_OWNER = 10
+// A stream's slot is renewed with every heartbeat; one whose replica died frees itself after this.
+const STREAM_SLOT_TTL_MS = 3 * HEARTBEAT_MS
 
 /**
  * `GET /jobs/:id/events` (SPEC §4): Server-Sent Events. `event: status` carries the job JSON on
  * each change, with the job's version as the event id, so `Last-Event-ID` resumes without a
  * repeat; the stream ends after a terminal state. A comment line every 15 s keeps proxies open.
+ * Changes come from the replica's job watcher: one read per change, however many streams.
  */
-export async function eventRoutes(app: FastifyInstance): Promise<void> {
-  const gw = app.gateway
+export async function eventRoutes(fastify: FastifyInstance): Promise<void> {
+  const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
 
-  app.get<{ Params: { id: string } }>('/jobs/:id/events', async (request, reply) => {
-    const principal = await gw.authenticate(request)
-    const id = parseJobId(request.params.id)
-    const first = visibleTo(await findJob(gw.handle.db, id), principal)
+  app.get('/jobs/:id/events', {
+    config: { auth: 'user' },
+    schema: {
+      summary: 'Follow a job as Server-Sent Events',
+      description: '`event: status` with the job JSON on each change (`id:` is the job\'s version, so `Last-Event-ID` resumes); ends after a terminal state. At most 10 open streams per owner.',
+      tags: ['jobs'],
+      params: JobIdParams,
+      headers: Type.Object({ 'last-event-id': Type.Optional(Type.String()) }),
+      response: {
+        200: { description: 'An event stream', content: { 'text/event-stream': { schema: Type.String() } } },
+        ...errorResponses,
+      },
+    },
+  }, async (request, reply) => {
+    const { principal } = request
+    const id = jobIdOf(request.params.id)
+    const first = await readVisibleJob(app, principal, id)
+    const slotKey = `streams:${principal.ownerKey}`
+    const slot = randomUUID()
+    const holdSlot = () => app.store.holdSlot(slotKey, slot, STREAMS_PER_OWNER, STREAM_SLOT_TTL_MS, app.clock.now())
+    if (!(await holdSlot())) {
+      throw new ApiError('ai_too_many_streams', `At most ${STREAMS_PER_OWNER} event streams may be open at once; close one first.`, { headers: { 'Retry-After': '15' } })
+    }
     const lastEventId = Number(request.headers['last-event-id'])
     let sentVersion = Number.isSafeInteger(lastEventId) ? lastEventId : 0
 
@@ -31,59 +57,37 @@ export async function eventRoutes(app: FastifyInstance): Promise<void> {
       'Cache-Control': 'private, no-cache, no-transform',
       Connection: 'keep-alive',
       'X-Accel-Buffering': 'no',
+      'X-Content-Type-Options': 'nosniff',
       'X-Request-Id': request.id,
     })
     res.write('retry: 3000\n\n')
 
     let closed = false
-    let reading = false
-    let again = false
-    const timers: NodeJS.Timeout[] = []
-    const finish = () => {
+    const send = (row: JobRow | undefined) => {
       if (closed) return
-      closed = true
-      for (const t of timers) clearInterval(t)
-      off()
-      res.end()
-    }
-
-    const send = (row: JobRow) => {
+      if (!row) return finish()
       if (row.version > sentVersion) {
         sentVersion = row.version
         res.write(`event: status\nid: ${row.version}\ndata: ${JSON.stringify(toJobResponse(row))}\n\n`)
       }
       if (TERMINAL_STATUSES.includes(row.status)) finish()
     }
-
-    // Reads are serialised and coalesced: a burst of events costs at most two reads.
-    const refresh = async () => {
+    const unwatch = app.jobWatcher.watch(id, send)
+    const heartbeat = setInterval(() => {
       if (closed) return
-      if (reading) {
-        again = true
-        return
-      }
-      reading = true
-      try {
-        do {
-          again = false
-          const row = await findJob(gw.handle.db, id)
-          if (!row) return finish()
-          send(row)
-        } while (again && !closed)
-      } catch (err) {
-        request.log.warn({ err: toError(err), jobId: id }, 'event stream could not read the job; will retry')
-      } finally {
-        reading = false
-      }
+      res.write(': keep-alive\n\n')
+      holdSlot().catch(() => {})
+    }, HEARTBEAT_MS)
+    heartbeat.unref()
+    function finish(): void {
+      if (closed) return
+      closed = true
+      clearInterval(heartbeat)
+      unwatch()
+      app.store.releaseSlot(slotKey, slot).catch(() => {})
+      res.end()
     }
-
-    const off = gw.events.onChanged((changed) => {
-      if (changed === id) void refresh()
-    })
-    request.raw.on('close', finish)
-    timers.push(setInterval(() => { if (!closed) res.write(': keep-alive\n\n') }, HEARTBEAT_MS))
-    timers.push(setInterval(() => void refresh(), RECHECK_MS))
-    for (const t of timers) t.unref()
+    res.on('close', finish)
     send(first)
   })
 }

@@ -1,30 +1,20 @@
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import type { FastifyInstance, FastifyReply } from 'fastify'
+import Type from 'typebox'
 import type { Principal } from '../auth/principal.js'
-import { cancelJob, findJob, listJobs, type JobRow } from '../db/jobs-repository.js'
-import type { JobStatus } from '../db/schema.js'
-import { buildJwks } from '../dispatch/jwt.js'
+import { listJobs, type JobRow } from '../db/jobs-repository.js'
 import { ApiError } from '../errors.js'
+import { cancelJob } from '../jobs/cancel-job.js'
 import { createJob, rateLimitHeaders } from '../jobs/create-job.js'
 import { jobEtag, toJobResponse } from '../jobs/job-response.js'
+import { jobIdOf, readVisibleJob } from '../jobs/read-job.js'
+import { errorResponses, JobIdParams } from '../schemas/common.js'
+import { CreateJobBody, CreateJobHeaders, JobAccepted, JobList, ListJobsQuery } from '../schemas/job.js'
+import { decodeCursor, page } from './cursor.js'
 
-const STATUSES: readonly JobStatus[] = ['pending', 'running', 'succeeded', 'failed', 'canceled']
+const JobRef = Type.Ref('Job')
 
-function notFound(): ApiError {
-  return new ApiError('ai_not_found', 'No job with that id.')
-}
-
-export function parseJobId(raw: unknown): number {
-  // Past 2^53 Number() would round to some other job's id.
-  if (typeof raw !== 'string' || !/^[1-9]\d{0,15}$/.test(raw) || !Number.isSafeInteger(Number(raw))) throw notFound()
-  return Number(raw)
-}
-
-/** Ownership first, before any cache or If-None-Match handling: another owner's job is a 404. */
-export function visibleTo(row: JobRow | undefined, principal: Principal): JobRow {
-  if (!row || (row.owner_key !== principal.ownerKey && !principal.isAdmin)) throw notFound()
-  return row
-}
-
+/** `If-None-Match` against a strong ETag (a weak form of the same tag matches too, as RFC 9110 lets GET do). */
 function ifNoneMatch(header: string | undefined, etag: string): boolean {
   if (!header) return false
   return header.split(',').some((tag) => {
@@ -33,81 +23,58 @@ function ifNoneMatch(header: string | undefined, etag: string): boolean {
   })
 }
 
-export function encodeCursor(row: JobRow): string {
-  return Buffer.from(JSON.stringify([row.created_at, row.id])).toString('base64url')
+async function mayCreate(principal: Principal): Promise<void> {
+  if (principal.canCreate) return
+  // Caches may delay a revocation, never a grant: a capability just given is looked up again.
+  const fresh = principal.recheck ? await principal.recheck() : principal
+  if (!fresh.canCreate) throw new ApiError('ai_forbidden', 'You are not allowed to create AI jobs.')
 }
 
-export function decodeCursor(cursor: string): { createdAt: string; id: number } {
-  try {
-    const [createdAt, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as [unknown, unknown]
-    if (typeof createdAt === 'string' && /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d{1,6})?$/.test(createdAt) && Number.isSafeInteger(id) && (id as number) > 0) {
-      return { createdAt, id: id as number }
-    }
-  } catch {
-    // fall through
-  }
-  throw new ApiError('ai_invalid_request', 'cursor: is not a cursor this API returned', { details: { field: 'cursor', reason: 'malformed' } })
-}
-
-export function parseLimit(raw: unknown): number {
-  if (raw === undefined) return 20
-  if (typeof raw !== 'string' || !/^\d{1,3}$/.test(raw) || Number(raw) < 1 || Number(raw) > 100) {
-    throw new ApiError('ai_invalid_request', 'limit: must be a whole number from 1 to 100', { details: { field: 'limit', reason: 'out of range' } })
-  }
-  return Number(raw)
-}
-
-export function parseStatus(raw: unknown): JobStatus | undefined {
-  if (raw === undefined) return undefined
-  if (typeof raw !== 'string' || !STATUSES.includes(raw as JobStatus)) {
-    throw new ApiError('ai_invalid_request', `status: must be one of ${STATUSES.join(', ')}`, { details: { field: 'status', reason: 'unknown status' } })
-  }
-  return raw as JobStatus
-}
-
-/** The job routes of SPEC §4, under `{PUBLIC_URL path}/wp-json/ai/v1`. */
-export async function jobRoutes(app: FastifyInstance): Promise<void> {
-  const gw = app.gateway
-  const jobUrl = (id: number) => `${gw.config.publicUrl}/wp-json/ai/v1/jobs/${id}`
-  const principalOf = (request: FastifyRequest) => gw.authenticate(request)
-
+/** The job routes of SPEC §4, under `{PUBLIC_URL path}/wp-json/ai/v1`. HTTP only: the lifecycle is in jobs/. */
+export async function jobRoutes(fastify: FastifyInstance): Promise<void> {
+  const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
+  const jobUrl = (id: number) => `${app.config.publicUrl}/wp-json/ai/v1/jobs/${id}`
   const sendJob = (reply: FastifyReply, row: JobRow) => {
     reply.header('ETag', jobEtag(row)).header('Cache-Control', 'private, max-age=0')
     return toJobResponse(row)
   }
 
-  app.post('/jobs', async (request, reply) => {
-    const principal = await principalOf(request)
-    if (!principal.canCreate) throw new ApiError('ai_forbidden', 'You are not allowed to create AI jobs.')
-    const headerKey = request.headers['idempotency-key']
-    const result = await createJob({
-      handle: gw.handle, store: gw.store, clock: gw.clock, rules: gw.rules,
-      rateLimitMax: gw.config.rateLimitMax, rateLimitWindowSeconds: gw.config.rateLimitWindowSeconds,
-      dedupeWindowSeconds: gw.config.dedupeWindowSeconds, encryptionKey: gw.config.encryptionKey,
-    }, principal, request.body, Array.isArray(headerKey) ? headerKey[0] : headerKey, request.id).catch((err: unknown) => {
-      if (err instanceof ApiError && err.code === 'ai_rate_limited') gw.metrics.rateLimited.inc()
-      throw err
-    })
+  app.post('/jobs', {
+    config: { auth: 'user' },
+    schema: {
+      summary: 'Create a job',
+      description: 'Answers 202 with the new job, or 200 with the existing job for a replayed idempotency key or a duplicate inside the dedupe window (Idempotent-Replayed: true).',
+      tags: ['jobs'],
+      headers: CreateJobHeaders,
+      body: CreateJobBody,
+      response: { 200: JobRef, 202: JobAccepted, ...errorResponses },
+    },
+  }, async (request, reply) => {
+    await mayCreate(request.principal)
+    const result = await createJob(app, request.principal, request.body, request.headers['idempotency-key'], request.id)
     if (result.kind === 'replayed') {
-      gw.metrics.jobsReplayed.inc()
       reply.code(200).header('Idempotent-Replayed', 'true').header('Location', jobUrl(result.row.id))
       return sendJob(reply, result.row)
     }
-    gw.metrics.jobsCreated.inc()
-    gw.pool.wake()
-    gw.events.created()
     if (result.rateLimit) reply.headers(rateLimitHeaders(result.rateLimit))
     reply.code(202).header('Location', jobUrl(result.jobId))
-    return { job_id: result.jobId, status: 'pending', request_id: request.id }
+    return { job_id: result.jobId, status: 'pending' as const, request_id: request.id }
   })
 
-  app.get<{ Params: { id: string } }>('/jobs/:id', async (request, reply) => {
-    const principal = await principalOf(request)
-    const id = parseJobId(request.params.id)
+  app.get('/jobs/:id', {
+    config: { auth: 'user' },
+    schema: {
+      summary: 'Read a job',
+      description: 'The ETag follows the job\'s version; If-None-Match answers 304 while nothing changed.',
+      tags: ['jobs'],
+      params: JobIdParams,
+      headers: Type.Object({ 'if-none-match': Type.Optional(Type.String()) }),
+      response: { 200: JobRef, 304: Type.Null({ description: 'Not modified' }), ...errorResponses },
+    },
+  }, async (request, reply) => {
     const started = performance.now()
-    const row = visibleTo(await findJob(gw.handle.db, id), principal)
-    const dbMs = performance.now() - started
-    const timing = [`db;dur=${dbMs.toFixed(1)}`]
+    const row = await readVisibleJob(app, request.principal, jobIdOf(request.params.id))
+    const timing = [`db;dur=${(performance.now() - started).toFixed(1)}`]
     if (row.worker_ms !== null) timing.push(`worker;dur=${row.worker_ms}`)
     if (row.provider_ms !== null) timing.push(`provider;dur=${row.provider_ms}`)
     reply.header('Server-Timing', timing.join(', '))
@@ -118,33 +85,36 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
     return sendJob(reply, row)
   })
 
-  app.get<{ Querystring: Record<string, unknown> }>('/jobs', async (request) => {
-    const principal = await principalOf(request)
-    const limit = parseLimit(request.query.limit)
-    const status = parseStatus(request.query.status)
-    const before = typeof request.query.cursor === 'string' && request.query.cursor !== '' ? decodeCursor(request.query.cursor) : undefined
-    // One extra row tells whether another page exists without a COUNT.
-    const rows = await listJobs(gw.handle.db, { ownerKey: principal.ownerKey, ...(status ? { status } : {}), ...(before ? { before } : {}), limit: limit + 1 })
-    const page = rows.slice(0, limit)
-    const next = rows.length > limit ? encodeCursor(page[page.length - 1]!) : null
-    return { jobs: page.map(toJobResponse), next_cursor: next }
+  app.get('/jobs', {
+    config: { auth: 'user', noStore: true },
+    schema: {
+      summary: 'List your jobs',
+      description: 'The caller\'s own jobs, newest first, by cursor pages.',
+      tags: ['jobs'],
+      querystring: ListJobsQuery,
+      response: { 200: JobList, ...errorResponses },
+    },
+  }, async (request) => {
+    const { status, cursor } = request.query
+    const limit = request.query.limit ?? 20
+    const before = cursor ? decodeCursor(cursor) : undefined
+    const rows = await listJobs(app.db.db, {
+      ownerKey: request.principal.ownerKey, limit: limit + 1,
+      ...(status ? { status } : {}), ...(before ? { before } : {}),
+    })
+    const shown = page(rows, limit)
+    return { jobs: shown.rows.map(toJobResponse), next_cursor: shown.nextCursor }
   })
 
-  app.get('/.well-known/jwks.json', async (_request, reply) => {
-    reply.header('Cache-Control', 'public, max-age=300')
-    return gw.signingKey ? buildJwks(gw.signingKey) : { keys: [] }
-  })
-
-  app.post<{ Params: { id: string } }>('/jobs/:id/cancel', async (request, reply) => {
-    const principal = await principalOf(request)
-    const id = parseJobId(request.params.id)
-    visibleTo(await findJob(gw.handle.db, id), principal)
-    const { changed, row } = await cancelJob(gw.handle.db, id, gw.clock.now())
-    if (!row) throw notFound()
-    if (!changed) throw new ApiError('ai_job_finished', `The job has already ${row.status === 'canceled' ? 'been canceled' : row.status}.`)
-    // The replica running it (this one or another) aborts the provider call.
-    gw.pool.abortJob(id, 'cancel')
-    gw.events.canceled(id)
-    return sendJob(reply, row)
-  })
+  app.post('/jobs/:id/cancel', {
+    config: { auth: 'user' },
+    schema: {
+      summary: 'Cancel a job',
+      description: 'A pending or running job becomes canceled and a running provider call is aborted; a finished job is a 409.',
+      tags: ['jobs'],
+      params: JobIdParams,
+      body: Type.Union([Type.Null(), Type.Object({})], { description: 'no body is needed' }),
+      response: { 200: JobRef, ...errorResponses },
+    },
+  }, async (request, reply) => sendJob(reply, await cancelJob(app, request.principal, jobIdOf(request.params.id))))
 }

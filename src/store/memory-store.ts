@@ -11,6 +11,7 @@ export class MemoryStore implements Store {
   readonly kind = 'memory' as const
   private readonly values = new Map<string, Entry>()
   private readonly windows = new Map<string, number[]>()
+  private readonly slots = new Map<string, Map<string, number>>()
   private readonly events = new EventEmitter()
   private readonly sweeper: NodeJS.Timeout
 
@@ -56,6 +57,24 @@ export class MemoryStore implements Store {
     this.values.delete(key)
   }
 
+  async holdSlot(key: string, member: string, limit: number, ttlMs: number, nowMs: number): Promise<boolean> {
+    let held = this.slots.get(key)
+    if (!held) {
+      held = new Map()
+      this.slots.set(key, held)
+    }
+    for (const [m, until] of held) if (until <= nowMs) held.delete(m)
+    if (!held.has(member) && held.size >= limit) return false
+    held.set(member, nowMs + ttlMs)
+    return true
+  }
+
+  async releaseSlot(key: string, member: string): Promise<void> {
+    const held = this.slots.get(key)
+    held?.delete(member)
+    if (held?.size === 0) this.slots.delete(key)
+  }
+
   async publish(channel: string, message: string): Promise<void> {
     this.events.emit(channel, message)
   }
@@ -87,6 +106,10 @@ export class MemoryStore implements Store {
   private sweep(): void {
     const now = this.now()
     for (const [k, e] of this.values) if (e.expiresAt <= now) this.values.delete(k)
+    for (const [k, held] of this.slots) {
+      for (const [m, until] of held) if (until <= now) held.delete(m)
+      if (held.size === 0) this.slots.delete(k)
+    }
     for (const [k, hits] of this.windows) {
       // Windows are at most a day in practice; drop keys idle longer than that.
       if (hits.length === 0 || hits[hits.length - 1]! < now - 86_400_000) this.windows.delete(k)

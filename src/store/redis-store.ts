@@ -26,6 +26,18 @@ if v == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return v
 `
 
+// Counted leases on a sorted set scored by expiry: expired members leave first; a member already
+// holding a slot renews it; a new one gets a slot only below the limit.
+const HOLD_SLOT = `
+local key = KEYS[1]
+local now = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+if not redis.call('ZSCORE', key, ARGV[2]) and redis.call('ZCARD', key) >= tonumber(ARGV[3]) then return 0 end
+redis.call('ZADD', key, now + tonumber(ARGV[4]), ARGV[2])
+redis.call('PEXPIRE', key, tonumber(ARGV[4]))
+return 1
+`
+
 /** The shared store on Redis. Commands fail fast while Redis is down (no offline queue). */
 export class RedisStore implements Store {
   readonly kind = 'redis' as const
@@ -98,6 +110,14 @@ export class RedisStore implements Store {
 
   async del(key: string): Promise<void> {
     await this.client.del(this.k(key))
+  }
+
+  async holdSlot(key: string, member: string, limit: number, ttlMs: number, nowMs: number): Promise<boolean> {
+    return Number(await this.client.eval(HOLD_SLOT, 1, this.k(key), nowMs, member, limit, ttlMs)) === 1
+  }
+
+  async releaseSlot(key: string, member: string): Promise<void> {
+    await this.client.zrem(this.k(key), member)
   }
 
   async publish(channel: string, message: string): Promise<void> {

@@ -1,4 +1,4 @@
-import type { Logger } from 'pino'
+import type { Log } from '../logger.js'
 import type { MemoryStore } from './memory-store.js'
 import type { LimitDecision, Store } from './types.js'
 
@@ -13,7 +13,7 @@ export class ResilientStore implements Store {
   constructor(
     private readonly redis: Store,
     private readonly memory: MemoryStore,
-    private readonly logger: Logger,
+    private readonly logger: Log,
     private readonly onFallback: (operation: string) => void = () => {},
   ) {}
 
@@ -48,6 +48,12 @@ export class ResilientStore implements Store {
   }
   del(key: string): Promise<void> {
     return this.either('del', () => this.redis.del(key), () => this.memory.del(key))
+  }
+  holdSlot(key: string, member: string, limit: number, ttlMs: number, nowMs: number): Promise<boolean> {
+    return this.either('holdSlot', () => this.redis.holdSlot(key, member, limit, ttlMs, nowMs), () => this.memory.holdSlot(key, member, limit, ttlMs, nowMs))
+  }
+  releaseSlot(key: string, member: string): Promise<void> {
+    return this.either('releaseSlot', () => this.redis.releaseSlot(key, member), () => this.memory.releaseSlot(key, member))
   }
   publish(channel: string, message: string): Promise<void> {
     // Local subscribers always hear it; other replicas rely on Redis (or their fallback poll).

@@ -25,6 +25,13 @@ export interface Store {
   /** Sets the key only when absent; true when this call set it. */
   setIfAbsent(key: string, value: string, ttlMs: number): Promise<boolean>
   del(key: string): Promise<void>
+  /**
+   * Holds one of at most `limit` slots of `key` for `member` until `nowMs + ttlMs` (a counted
+   * lease, e.g. an open stream): true when it is held, including when `member` held it already
+   * (which renews it). Slots whose time ran out are free again, so a crashed holder frees its own.
+   */
+  holdSlot(key: string, member: string, limit: number, ttlMs: number, nowMs: number): Promise<boolean>
+  releaseSlot(key: string, member: string): Promise<void>
   publish(channel: string, message: string): Promise<void>
   /** Returns an unsubscribe function. */
   subscribe(channel: string, handler: (message: string) => void): Promise<() => Promise<void>>

@@ -1,80 +1,60 @@
 import { randomBytes } from 'node:crypto'
 import { hostname } from 'node:os'
-import type { Logger } from 'pino'
 import type { Clock } from '../clock.js'
 import type { DatabaseHandle } from '../db/database.js'
-import {
-  claimJobs, finishJob, finishJobs, markDispatched, reapExpiredLeases, renewLeases, requeueJob, type JobRow, type Outcome,
-} from '../db/jobs-repository.js'
+import { claimJobs, type JobRow } from '../db/jobs-repository.js'
 import { fromDbTime } from '../db/time.js'
 import { toError } from '../errors.js'
-import { jobBackoffMs } from './backoff.js'
-import { FinishBatcher } from './finish-batcher.js'
+import type { DecisionWriter, JobDecision } from '../jobs/apply-decision.js'
+import type { Log } from '../logger.js'
+import { LeaseKeeper, type AbortReason, type HeldJob } from './lease-keeper.js'
 
-/** Why a running job's AbortSignal fired. */
-export type AbortReason = 'cancel' | 'shutdown' | 'lease_lost'
-
-/**
- * What running one claimed job decided. The pool writes it, fenced on the lease, so the executor
- * never touches the database itself.
- */
-export type JobDecision =
-  | { kind: 'finish'; outcome: Outcome }
-  /**
-   * A retryable failure: the attempt is spent and the job runs again after the job-level backoff,
-   * or after `retryAfterMs` when the provider asked for longer; `failed` once attempts run out.
-   */
-  | { kind: 'retry'; errorText: string; resultJson?: string | null; retryAfterMs?: number }
-  /** Put back without spending the attempt (an open breaker, shutdown), not before `runAfterMs`. */
-  | { kind: 'release'; runAfterMs: number; reason: string }
-  /** External mode: the worker accepted the job; it stays `running` until its webhook or `waitMs`. */
-  | { kind: 'dispatched'; waitMs: number }
-  /** Nothing to write: the job was canceled or its lease is gone. */
-  | { kind: 'drop'; reason: string }
+export type { AbortReason } from './lease-keeper.js'
+export type { JobDecision } from '../jobs/apply-decision.js'
 
 export type JobExecutor = (row: JobRow, signal: AbortSignal, abortReason: () => AbortReason | undefined) => Promise<JobDecision>
 
 export interface PoolOptions {
-  handle: DatabaseHandle
+  db: DatabaseHandle
   clock: Clock
-  logger: Logger
+  log: Log
   execute: JobExecutor
+  /** Writes each job's decision, fenced on this pool's `workerId`. */
+  decisions: DecisionWriter
+  workerId: string
   concurrency: number
   leaseMs: number
-  maxAttempts: number
   /** External mode: claims are dispatches and bump `dispatch_attempt`. */
   dispatch?: boolean
   /** The fallback poll; wake-ups normally come at once from creates and from Redis. */
   pollMs?: number
-  reapEveryMs?: number
-  /** Called after every state change the pool writes, so caches and streams can follow. */
-  onChange?: (jobId: number) => void
   onError?: (where: string, err: Error) => void
 }
 
-interface Running {
+interface Running extends HeldJob {
   row: JobRow
   controller: AbortController
-  reason: AbortReason | undefined
   done: Promise<void>
-  /** Until when the lease is known to be ours: set by the claim, moved by each renewal. */
-  leaseUntil: number
 }
 
 /** Tries for a fenced write that hit a database error, with 100 ms, 200 ms, … between them. */
 const WRITE_TRIES = 4
 
+/** A worker id unique to this process: `host:pid:random`, the `lease_owner` of its claims. */
+export function newWorkerId(): string {
+  return `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`
+}
+
 /**
- * The in-process worker pool: claims due jobs in batches up to its free slots, runs each through
- * the executor outside any transaction, renews their leases while they run, and returns expired
- * leases of dead workers to the queue.
+ * The in-process worker pool: claims due jobs in batches up to its free slots and runs each
+ * through the executor outside any transaction; its lease keeper renews their leases meanwhile.
+ * What each job decided is written by the DecisionWriter.
  */
 export class WorkerPool {
-  readonly workerId = `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`
+  readonly workerId: string
   private readonly running = new Map<number, Running>()
-  private timers: NodeJS.Timeout[] = []
-  /** Kept apart from `timers`: leases must be renewed until the last running job is written. */
-  private heartbeatTimer: NodeJS.Timeout | undefined
+  private pollTimer: NodeJS.Timeout | undefined
+  private readonly leases: LeaseKeeper
   private filling: Promise<void> | undefined
   private wakeAgain = false
   private wakeScheduled = false
@@ -82,23 +62,15 @@ export class WorkerPool {
   private started = false
   private claimFailures = 0
   private claimPausedUntil = 0
-  /**
-   * Terminal outcomes are written in batches (one fenced statement for the jobs finishing within
-   * a couple of milliseconds of each other); each job still waits for its own row's answer.
-   */
-  private readonly finisher: FinishBatcher
 
   constructor(private readonly options: PoolOptions) {
-    const { handle, clock } = options
-    this.finisher = new FinishBatcher({
-      writeBatch: (items) => finishJobs(handle, this.workerId, items, clock.now()),
-      writeOne: (item) => finishJob(handle.db, item.id, this.workerId, item.outcome, clock.now()),
+    this.workerId = options.workerId
+    this.leases = new LeaseKeeper({
+      db: options.db, clock: options.clock, log: options.log, leaseOwner: options.workerId, leaseMs: options.leaseMs,
+      held: () => this.running,
+      abort: (id, reason) => this.abortJob(id, reason),
+      onError: (err) => this.report('heartbeat', err),
     })
-  }
-
-  /** Three renewals per lease: one missed heartbeat is survived, two are not. */
-  private get heartbeatMs(): number {
-    return Math.max(100, Math.floor(this.options.leaseMs / 3))
   }
 
   get size(): number {
@@ -116,12 +88,9 @@ export class WorkerPool {
   start(): void {
     if (this.started || this.options.concurrency <= 0) return
     this.started = true
-    const { pollMs = 500, reapEveryMs = 5_000 } = this.options
-    this.timers.push(setInterval(() => this.wake(), pollMs))
-    this.timers.push(setInterval(() => void this.reap(), reapEveryMs))
-    this.heartbeatTimer = setInterval(() => void this.heartbeat(), this.heartbeatMs)
-    for (const t of [...this.timers, this.heartbeatTimer]) t.unref()
-    void this.reap()
+    this.pollTimer = setInterval(() => this.wake(), this.options.pollMs ?? 500)
+    this.pollTimer.unref()
+    this.leases.start()
     this.wake()
   }
 
@@ -157,6 +126,11 @@ export class WorkerPool {
     return rows.length
   }
 
+  /** One heartbeat now (tests drive it with an injected clock). */
+  renewLeases(): Promise<void> {
+    return this.leases.beat()
+  }
+
   /** Aborts a job running here (a cancel seen through the API or an event). */
   abortJob(jobId: number, reason: AbortReason): boolean {
     const job = this.running.get(jobId)
@@ -172,8 +146,8 @@ export class WorkerPool {
    */
   async stop(graceMs: number): Promise<void> {
     this.stopping = true
-    for (const t of this.timers) clearInterval(t)
-    this.timers = []
+    clearInterval(this.pollTimer)
+    this.pollTimer = undefined
     // A claim already in flight still launches what it took; wait for it so those jobs are
     // counted below instead of running on after the database is closed.
     await this.filling
@@ -189,13 +163,12 @@ export class WorkerPool {
         await all()
       }
       // Every job above waited for its own result to be written; nothing may be left queued.
-      await this.finisher.drain()
+      await this.options.decisions.drain()
     } finally {
       clearTimeout(timer)
       // The heartbeat ran through the grace period: a grace longer than the lease must not let
       // another replica's reaper take a job that is still running here.
-      clearInterval(this.heartbeatTimer)
-      this.heartbeatTimer = undefined
+      this.leases.stop()
     }
   }
 
@@ -215,7 +188,7 @@ export class WorkerPool {
     const now = this.options.clock.now()
     if (now < this.claimPausedUntil) return []
     try {
-      const rows = await claimJobs(this.options.handle, { limit, nowMs: now, leaseOwner: this.workerId, leaseMs: this.options.leaseMs, dispatch: this.options.dispatch === true })
+      const rows = await claimJobs(this.options.db, { limit, nowMs: now, leaseOwner: this.workerId, leaseMs: this.options.leaseMs, dispatch: this.options.dispatch === true })
       this.claimFailures = 0
       return rows
     } catch (err) {
@@ -257,7 +230,7 @@ export class WorkerPool {
     // outage does not cost a provider call that already succeeded.
     for (let tryIndex = 0; ; tryIndex++) {
       try {
-        await this.write(row, decision)
+        await this.options.decisions.apply(row, decision)
         return
       } catch (err) {
         if (tryIndex + 1 >= WRITE_TRIES) {
@@ -270,100 +243,9 @@ export class WorkerPool {
     }
   }
 
-  private async write(row: JobRow, decision: JobDecision): Promise<void> {
-    const { handle, clock, logger, maxAttempts } = this.options
-    const now = clock.now()
-    let written = false
-    switch (decision.kind) {
-      case 'finish':
-        // Batched: written with the other jobs finishing now, at the time of that write.
-        written = await this.finisher.finish(row.id, decision.outcome)
-        break
-      case 'retry': {
-        if (row.attempts >= maxAttempts) {
-          written = await this.finisher.finish(row.id, {
-            status: 'failed', resultJson: decision.resultJson ?? null,
-            errorText: `${decision.errorText} (gave up after ${row.attempts} attempts)`,
-            providerMs: null, workerMs: null, inputTokens: null, outputTokens: null,
-          })
-        } else {
-          const waitMs = Math.max(jobBackoffMs(row.attempts, clock.random()), decision.retryAfterMs ?? 0)
-          written = await requeueJob(handle.db, row.id, this.workerId, {
-            runAfterMs: now + waitMs, errorText: decision.errorText, refundAttempt: false,
-          }, now)
-        }
-        break
-      }
-      case 'release':
-        // Not an attempt: an open breaker, a failed dispatch or shutdown. The reason is worth a line.
-        logger.info({ jobId: row.id, reason: decision.reason, runAfter: new Date(decision.runAfterMs).toISOString() }, 'job put back without spending an attempt')
-        written = await requeueJob(handle.db, row.id, this.workerId, { runAfterMs: decision.runAfterMs, errorText: row.error_text, refundAttempt: true }, now)
-        break
-      case 'dispatched':
-        written = await markDispatched(handle.db, row.id, this.workerId, now, decision.waitMs)
-        break
-      case 'drop':
-        logger.info({ jobId: row.id, reason: decision.reason }, 'job result dropped')
-        return
-    }
-    if (written) {
-      this.options.onChange?.(row.id)
-    } else if (decision.kind === 'dispatched') {
-      // The worker's webhook arrived before its own 2xx: the job is already final.
-      logger.info({ jobId: row.id }, 'job finished by its webhook before the dispatch was recorded')
-    } else {
-      // Zero rows: the lease moved on (expired and re-claimed, or the job was canceled).
-      logger.warn({ jobId: row.id, decision: decision.kind }, 'job no longer held by this worker; result dropped')
-    }
-  }
-
-  private async heartbeat(): Promise<void> {
-    const { clock, leaseMs } = this.options
-    const now = clock.now()
-    // A lease that could not be renewed (the database is down or hangs) passes to any replica
-    // once it runs out. Stop our copy while some of it is left, before the next heartbeat would
-    // be too late, so no job runs twice at once. Nothing is written: the reaper returns the job.
-    const margin = Math.min(this.heartbeatMs * 1.5, leaseMs / 2)
-    for (const [id, job] of this.running) {
-      if (job.reason === undefined && job.leaseUntil - now <= margin) {
-        this.options.logger.warn({ jobId: id, leaseLeftMs: job.leaseUntil - now }, 'lease could not be renewed in time; stopping the job here')
-        this.abortJob(id, 'lease_lost')
-      }
-    }
-    const ids = [...this.running].filter(([, job]) => job.reason === undefined).map(([id]) => id)
-    if (ids.length === 0) return
-    try {
-      const lost = new Set(await renewLeases(this.options.handle.db, ids, this.workerId, now, leaseMs))
-      for (const id of ids) {
-        const job = this.running.get(id)
-        if (!job) continue
-        if (lost.has(id)) this.abortJob(id, 'lease_lost')
-        else job.leaseUntil = now + leaseMs
-      }
-    } catch (err) {
-      this.report('heartbeat', err)
-    }
-  }
-
-  private async reap(): Promise<void> {
-    const { handle, clock, maxAttempts } = this.options
-    try {
-      const r = await reapExpiredLeases(handle.db, clock.now(), {
-        maxAttempts,
-        backoffMs: (attempts) => jobBackoffMs(attempts, clock.random()),
-      })
-      if (r.requeued + r.failed > 0) {
-        this.options.logger.warn(r, 'expired leases returned to the queue')
-        this.wake()
-      }
-    } catch (err) {
-      this.report('reaper', err)
-    }
-  }
-
   private report(where: string, err: unknown): void {
     const e = toError(err)
     this.options.onError?.(where, e)
-    this.options.logger.warn({ err: e, where }, 'worker pool error')
+    this.options.log.warn({ err: e, where }, 'worker pool error')
   }
 }

@@ -3,6 +3,7 @@
  * password takes effect once the cache TTL has passed, and ten wrong application passwords in a
  * row are throttled. The clock is injected, so nothing sleeps.
  */
+import { RUN } from '../support/run-tag.js'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { createWordPressAuth, type WordPressAuth } from '../../src/auth/wordpress-auth.js'
 import { manualClock } from '../../src/clock.js'
@@ -12,7 +13,7 @@ import {
   authVectors as v, dropWordPressFixturesMysql, loadWordPressFixturesMysql, loadWordPressFixturesSqlite,
 } from '../support/wordpress-fixtures.js'
 
-const MYSQL_DB = 'gw_test_auth_cache'
+const MYSQL_DB = 'gw_test_auth_cache_' + RUN
 const TTL_MS = 5_000
 
 const dialects = [

@@ -2,6 +2,7 @@
  * Every case recorded from a real WordPress (test/fixtures/wordpress/auth-vectors.json)
  * must get WordPress's answer, against the fixture tables in MariaDB and in SQLite.
  */
+import { RUN } from '../support/run-tag.js'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createWordPressAuth, type WordPressAuth } from '../../src/auth/wordpress-auth.js'
 import { manualClock } from '../../src/clock.js'
@@ -11,7 +12,7 @@ import {
   authVectors as v, dropWordPressFixturesMysql, loadWordPressFixturesMysql, loadWordPressFixturesSqlite,
 } from '../support/wordpress-fixtures.js'
 
-const MYSQL_DB = 'gw_test_auth_vectors'
+const MYSQL_DB = 'gw_test_auth_vectors_' + RUN
 
 const dialects = [
   {

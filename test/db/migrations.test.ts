@@ -7,7 +7,9 @@ import { buildApp } from '../../src/app.js'
 import { manualClock } from '../../src/clock.js'
 import { openDatabase, type DatabaseHandle } from '../../src/db/database.js'
 import { runMigrations } from '../../src/db/migrate.js'
+import { migrations } from '../../migrations/index.js'
 import { bearer, buildTestApp, dropMysqlDatabase, freshMysqlDatabase, testConfig, waitFor, type TestApp } from '../helpers.js'
+import { RUN } from '../support/run-tag.js'
 
 const run = promisify(execFile)
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
@@ -18,9 +20,11 @@ const created: string[] = []
 const handles: DatabaseHandle[] = []
 const conns: mysql.Connection[] = []
 
+/** A fresh database, its name tagged with this run so parallel runs on one server never collide. */
 async function database(name: string): Promise<string> {
-  created.push(name)
-  return freshMysqlDatabase(name)
+  const tagged = name.length + RUN.length + 1 <= 64 ? `${name}_${RUN}` : `${name.slice(0, 64 - RUN.length - 1)}_${RUN}`
+  created.push(tagged)
+  return freshMysqlDatabase(tagged)
 }
 
 async function connect(url: string): Promise<mysql.Connection> {
@@ -72,12 +76,15 @@ afterAll(async () => {
   for (const name of created) await dropMysqlDatabase(name)
 })
 
+/** Every migration's name, in order: what a fresh database gets. */
+const ALL = migrations.map((m) => m({ prefix: 'wp_', dialect: 'mysql' }).name)
+
 describe('migrations on MariaDB', () => {
   it('creates {prefix}ai_jobs with the seed\'s columns and indexes, the claim index, InnoDB and utf8mb4_unicode_520_ci', async () => {
     const url = await database('gw_t2_migrations_fresh_mysql')
     const handle = await open(url)
     const report = await runMigrations(handle)
-    expect(report).toEqual({ applied: ['0001_ai_jobs'], alreadyApplied: [] })
+    expect(report).toEqual({ applied: ALL, alreadyApplied: [] })
 
     const conn = await connect(url)
     const ddl = await showCreate(conn, 'wp_ai_jobs')
@@ -115,13 +122,13 @@ describe('migrations on MariaDB', () => {
 
     expect(await tableExists(conn, 'wp_ai_gateway_migrations')).toBe(true)
     const [book] = await conn.query<mysql.RowDataPacket[]>('SELECT name, applied_at FROM wp_ai_gateway_migrations')
-    expect(book.map((r) => r.name)).toEqual(['0001_ai_jobs'])
+    expect(book.map((r) => r.name)).toEqual(ALL)
     const bookDdl = await showCreate(conn, 'wp_ai_gateway_migrations')
     expect(bookDdl).toMatch(/ENGINE=InnoDB/)
 
     // Running them again changes nothing.
     const again = await runMigrations(handle)
-    expect(again).toEqual({ applied: [], alreadyApplied: ['0001_ai_jobs'] })
+    expect(again).toEqual({ applied: [], alreadyApplied: ALL })
     expect(await showCreate(conn, 'wp_ai_jobs')).toBe(ddl)
     const [book2] = await conn.query<mysql.RowDataPacket[]>('SELECT name, applied_at FROM wp_ai_gateway_migrations')
     expect(book2).toEqual(book)
@@ -130,7 +137,7 @@ describe('migrations on MariaDB', () => {
   it('works with a non-default prefix (WP_TABLE_PREFIX=wpx_), through the app', async () => {
     let t: TestApp | undefined
     try {
-      t = await buildTestApp({ dialect: 'mysql', name: 'gw_t2_migrations_prefix_mysql', env: { WP_TABLE_PREFIX: 'wpx_' } })
+      t = await buildTestApp({ dialect: 'mysql', name: `gw_t2_migrations_prefix_mysql_${RUN}`, env: { WP_TABLE_PREFIX: 'wpx_' } })
       const url = t.config.databaseUrl
       const conn = await connect(url)
       expect(await tableExists(conn, 'wpx_ai_jobs')).toBe(true)
@@ -144,7 +151,7 @@ describe('migrations on MariaDB', () => {
       expect(res.statusCode).toBe(202)
       const [rows] = await conn.query<mysql.RowDataPacket[]>('SELECT id, owner_key FROM wpx_ai_jobs')
       expect(rows.map((r) => [Number(r.id), r.owner_key])).toEqual([[res.json().job_id, 'u:2']])
-      expect(await t.app.gateway.pool.runOnce()).toBe(1)
+      expect(await t.app.pool.runOnce()).toBe(1)
       const read = await t.app.inject({ method: 'GET', url: `/wp-json/ai/v1/jobs/${res.json().job_id}`, headers })
       expect(read.json().status).toBe('succeeded')
     } finally {
@@ -208,7 +215,7 @@ describe('migrations on MariaDB', () => {
       expect(fresh.json().job_id).toBeGreaterThan(20)
 
       // The old pending row runs through the pool (with the new job); the old running row is not claimed.
-      expect(await app.gateway.pool.runOnce()).toBe(2)
+      expect(await app.pool.runOnce()).toBe(2)
       const [afterRun] = await conn.query<mysql.RowDataPacket[]>('SELECT id, status, attempts, result_json FROM wp_ai_jobs WHERE id IN (11, 12)')
       const byId = new Map(afterRun.map((r) => [Number(r.id), r]))
       expect(byId.get(11)?.status).toBe('succeeded')
@@ -217,7 +224,8 @@ describe('migrations on MariaDB', () => {
       expect(byId.get(12)?.status).toBe('running')
 
       // The reaper returns the old running row (its lease expired at the migration) to the queue…
-      app.gateway.pool.start()
+      app.pool.start()
+      app.reaper.start()
       await waitFor(async () => {
         const [r] = await conn.query<mysql.RowDataPacket[]>('SELECT status FROM wp_ai_jobs WHERE id = 12')
         return r[0]!.status === 'pending' ? true : undefined
@@ -233,11 +241,11 @@ describe('migrations on MariaDB', () => {
     } finally {
       await app.close()
     }
-    expect(app.gateway.pool.isRunning).toBe(false)
+    expect(app.pool.isRunning).toBe(false)
 
     // A second start migrates nothing more and still has every row.
     const handle = await open(url)
-    expect(await runMigrations(handle)).toEqual({ applied: [], alreadyApplied: ['0001_ai_jobs'] })
+    expect(await runMigrations(handle)).toEqual({ applied: [], alreadyApplied: ALL })
     const [count] = await conn.query<mysql.RowDataPacket[]>('SELECT COUNT(*) AS n FROM wp_ai_jobs')
     expect(Number(count[0]!.n)).toBe(5)
   })
@@ -248,7 +256,7 @@ describe('migrations on MariaDB', () => {
     await conn.query(`CREATE TABLE wp_ai_jobs (id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY, user_id BIGINT UNSIGNED NOT NULL DEFAULT 0, status ENUM('pending','running','succeeded','failed','canceled') NOT NULL DEFAULT 'pending', input_hash CHAR(64) NOT NULL, request_json LONGTEXT NOT NULL, result_json LONGTEXT NULL, error_text TEXT NULL, created_at DATETIME(3) NOT NULL, updated_at DATETIME NOT NULL, idempotency_key VARCHAR(64) NOT NULL, webhook_ts DATETIME NULL, owner_key VARCHAR(140) NOT NULL DEFAULT '', UNIQUE KEY idempotency_key (idempotency_key), KEY status_created (status, created_at), KEY user_created (user_id, created_at), KEY input_hash (input_hash)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_520_ci`)
     await conn.query("INSERT INTO wp_ai_jobs (user_id, status, input_hash, request_json, created_at, updated_at, idempotency_key) VALUES (7, 'pending', REPEAT('e', 64), '{\"input\":\"x\"}', '2024-06-01 00:00:00.123', '2024-06-01 00:00:00', 'half-1')")
     const handle = await open(url)
-    expect((await runMigrations(handle)).applied).toEqual(['0001_ai_jobs'])
+    expect((await runMigrations(handle)).applied).toEqual(ALL)
     const [rows] = await conn.query<mysql.RowDataPacket[]>('SELECT owner_key, created_at, updated_at, run_after FROM wp_ai_jobs')
     expect(rows[0]).toMatchObject({ owner_key: 'u:7', created_at: '2024-06-01 00:00:00.123', updated_at: '2024-06-01 00:00:00.000', run_after: '2024-06-01 00:00:00.123' })
     expect((await columnPrecision(conn, 'wp_ai_jobs')).updated_at).toBe(3)
@@ -260,11 +268,11 @@ describe('migrations on MariaDB', () => {
     const reports = await Promise.all([runMigrations(a), runMigrations(b)])
     const applied = reports.flatMap((r) => r.applied)
     const skipped = reports.flatMap((r) => r.alreadyApplied)
-    expect(applied).toEqual(['0001_ai_jobs'])
-    expect(skipped).toEqual(['0001_ai_jobs'])
+    expect(applied).toEqual(ALL)
+    expect(skipped).toEqual(ALL)
     const conn = await connect(url)
     const [book] = await conn.query<mysql.RowDataPacket[]>('SELECT name FROM wp_ai_gateway_migrations')
-    expect(book.map((r) => r.name)).toEqual(['0001_ai_jobs'])
+    expect(book.map((r) => r.name)).toEqual(ALL)
     expect(await tableExists(conn, 'wp_ai_jobs')).toBe(true)
   })
 
@@ -294,7 +302,7 @@ describe('migrations on MariaDB', () => {
     expect(await Promise.race([settled, Promise.resolve('pending')])).toBe('pending')
 
     await other.query(`SELECT RELEASE_LOCK(${lock})`)
-    expect(await migrating).toEqual({ applied: ['0001_ai_jobs'], alreadyApplied: [] })
+    expect(await migrating).toEqual({ applied: ALL, alreadyApplied: [] })
     expect(await tableExists(other, 'wp_ai_jobs')).toBe(true)
     // And it let go of the lock afterwards.
     const [[free]] = await other.query<mysql.RowDataPacket[]>(`SELECT IS_FREE_LOCK(${lock}) AS free`)
@@ -317,9 +325,9 @@ describe('migrations on MariaDB', () => {
     const url = await database('gw_t2_migrations_cli_mysql')
     const env = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', DATABASE_URL: url, WP_TABLE_PREFIX: 'wp_' }
     const first = await run(process.execPath, [TSX, 'src/db/migrate-cli.ts'], { cwd: ROOT, env })
-    expect(first.stdout.trim()).toBe('migrations: 1 applied (0001_ai_jobs), 0 already applied')
+    expect(first.stdout.trim()).toBe(`migrations: ${ALL.length} applied (${ALL.join(', ')}), 0 already applied`)
     const second = await run(process.execPath, [TSX, 'src/db/migrate-cli.ts'], { cwd: ROOT, env })
-    expect(second.stdout.trim()).toBe('migrations: 0 applied (none), 1 already applied')
+    expect(second.stdout.trim()).toBe(`migrations: 0 applied (none), ${ALL.length} already applied`)
     const conn = await connect(url)
     expect(await tableExists(conn, 'wp_ai_jobs')).toBe(true)
   })

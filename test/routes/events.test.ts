@@ -69,7 +69,7 @@ describe.each(DIALECTS)('GET /jobs/:id/events (%s)', (dialect) => {
       // Run the job once the first (pending) event has arrived.
       if (!ran && e.event === 'status') {
         ran = true
-        void t.app.gateway.pool.runOnce()
+        void t.app.pool.runOnce()
       }
     })
     const jobs = events.map((e) => JSON.parse(e.data!) as { job_id: number; status: string })
@@ -83,7 +83,7 @@ describe.each(DIALECTS)('GET /jobs/:id/events (%s)', (dialect) => {
 
   it('honours Last-Event-ID: a client that has the current version gets no repeat', async () => {
     const id = await create('already seen')
-    await t.app.gateway.pool.runOnce()
+    await t.app.pool.runOnce()
     const job = await fetch(`${url}/jobs/${id}`, { headers: owner })
     const version = /"\d+\.(\d+)"/.exec(job.headers.get('etag')!)![1]
     const caughtUp = await readStream(await fetch(`${url}/jobs/${id}/events`, { headers: { ...owner, 'last-event-id': version! } }))

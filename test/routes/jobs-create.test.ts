@@ -38,13 +38,13 @@ interface StoredJob {
 async function storedJob(t: TestApp, id: number): Promise<StoredJob | undefined> {
   // Read the row itself, not the API's view of it.
   const table = sql.id(`${t.config.tablePrefix}ai_jobs`)
-  const r = await sql<StoredJob>`SELECT id, user_id, owner_key, idempotency_key, input_hash, request_id, status FROM ${table} WHERE id = ${id}`.execute(t.app.gateway.handle.db)
+  const r = await sql<StoredJob>`SELECT id, user_id, owner_key, idempotency_key, input_hash, request_id, status FROM ${table} WHERE id = ${id}`.execute(t.app.db.db)
   return r.rows[0]
 }
 
 async function countJobs(t: TestApp): Promise<number> {
   const table = sql.id(`${t.config.tablePrefix}ai_jobs`)
-  const r = await sql<{ n: number | string }>`SELECT COUNT(*) AS n FROM ${table}`.execute(t.app.gateway.handle.db)
+  const r = await sql<{ n: number | string }>`SELECT COUNT(*) AS n FROM ${table}`.execute(t.app.db.db)
   return Number(r.rows[0]!.n)
 }
 

@@ -2,7 +2,8 @@ import type { FastifyInstance } from 'fastify'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { manualClock } from '../../src/clock.js'
 import { claimJobs, finishJob } from '../../src/db/jobs-repository.js'
-import { parseJobId } from '../../src/routes/jobs.js'
+import { jobIdOf } from '../../src/jobs/read-job.js'
+import { JobIdParams } from '../../src/schemas/common.js'
 import { bearer, buildTestApp, DIALECTS, type TestApp } from '../helpers.js'
 
 const BASE = '/wp-json/ai/v1'
@@ -12,12 +13,17 @@ const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
 // A whole second plus 678 ms: the clock never moves unless a test moves it.
 const START = Math.floor(Date.now() / 1000) * 1000 + 678
 
-describe('parseJobId', () => {
+describe('job ids in paths', () => {
+  const pattern = new RegExp((JobIdParams.properties.id as unknown as { pattern: string }).pattern)
+  const parse = (raw: string): number => {
+    if (!pattern.test(raw)) throw new Error('refused by the params schema')
+    return jobIdOf(raw)
+  }
   it('takes positive safe integers only, so a huge id never rounds onto another job', () => {
-    expect(parseJobId('1')).toBe(1)
-    expect(parseJobId('9007199254740991')).toBe(Number.MAX_SAFE_INTEGER)
+    expect(parse('1')).toBe(1)
+    expect(parse('9007199254740991')).toBe(Number.MAX_SAFE_INTEGER)
     for (const bad of ['9007199254740993', '9999999999999999', '0', '01', '-1', '1.0', ' 1', 'abc', '']) {
-      expect(() => parseJobId(bad), bad).toThrow()
+      expect(() => parse(bad), bad).toThrow()
     }
   })
 })
@@ -41,7 +47,7 @@ describe.each(DIALECTS)('reading jobs (%s)', (dialect) => {
   const list = (headers: Record<string, string>, query = '') => app.inject({ method: 'GET', url: `${BASE}/jobs${query}`, headers })
   /** Runs every pending job (of every test so far) so a claim below takes only the job it means to. */
   const drain = async () => {
-    while ((await app.gateway.pool.runOnce()) > 0) { /* next batch */ }
+    while ((await app.pool.runOnce()) > 0) { /* next batch */ }
   }
 
   beforeAll(async () => {
@@ -170,7 +176,7 @@ describe.each(DIALECTS)('reading jobs (%s)', (dialect) => {
       const pending = await get(id, headers)
       expect(pending.json().status).toBe('pending')
 
-      const claimed = await claimJobs(app.gateway.handle, { limit: 1, nowMs: clock.now(), leaseOwner: 'test-worker', leaseMs: 60_000 })
+      const claimed = await claimJobs(app.db, { limit: 1, nowMs: clock.now(), leaseOwner: 'test-worker', leaseMs: 60_000 })
       expect(claimed.map((r) => Number(r.id))).toEqual([id])
       const running = await get(id, headers)
       expect(running.json().status).toBe('running')
@@ -181,7 +187,7 @@ describe.each(DIALECTS)('reading jobs (%s)', (dialect) => {
       expect((await get(id, headers, { 'if-none-match': pending.headers.etag as string })).statusCode).toBe(200)
       expect(running.headers['server-timing']).not.toMatch(/worker;|provider;/)
 
-      const written = await finishJob(app.gateway.handle.db, id, 'test-worker', {
+      const written = await finishJob(app.db.db, id, 'test-worker', {
         status: 'succeeded', resultJson: JSON.stringify({ output: 'done' }), errorText: null,
         providerMs: 123, workerMs: 456, inputTokens: 3, outputTokens: 4,
       }, clock.now())
@@ -205,7 +211,7 @@ describe.each(DIALECTS)('reading jobs (%s)', (dialect) => {
       const headers = await freshUser()
       const id = await create(headers, { input: 'pool in one millisecond' })
       const before = await get(id, headers)
-      expect(await app.gateway.pool.runOnce()).toBe(1)
+      expect(await app.pool.runOnce()).toBe(1)
       const after = await get(id, headers)
       expect(after.json().status).toBe('succeeded')
       expect(after.json().updated_at).toBe(before.json().updated_at)

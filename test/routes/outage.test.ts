@@ -1,3 +1,4 @@
+import { RUN } from '../support/run-tag.js'
 import type { FastifyInstance } from 'fastify'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildApp } from '../../src/app.js'
@@ -5,7 +6,7 @@ import { openDatabase, type DatabaseHandle } from '../../src/db/database.js'
 import { bearer, dropMysqlDatabase, freshMysqlDatabase, MYSQL_BASE, testConfig, waitFor } from '../helpers.js'
 import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy.js'
 
-const NAME = 'gw_t2_outage_mysql'
+const NAME = `gw_t2_outage_mysql_${RUN}`
 const BASE = '/wp-json/ai/v1'
 // Generous: a reset connection fails at once; this only catches a request that hangs on the pool.
 const QUICK_MS = 4_000
@@ -88,7 +89,7 @@ describe('the database goes away and comes back (MariaDB through a TCP proxy)', 
 })
 
 describe('the database stops answering without closing connections (a partition)', () => {
-  const HUNG = 'gw_t2_outage_hung_mysql'
+  const HUNG = `gw_t2_outage_hung_mysql_${RUN}`
   let proxy: TcpProxy
   let app: FastifyInstance
   let handle: DatabaseHandle

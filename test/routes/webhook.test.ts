@@ -43,7 +43,7 @@ describe.each(DIALECTS)('POST /webhook (%s)', (dialect) => {
   const send = (d: Delivery, extra: { remoteAddress?: string; headers?: Record<string, string> } = {}, target: FastifyInstance = app) =>
     target.inject({ method: 'POST', url: `${BASE}/webhook`, payload: d.payload, headers: { ...d.headers, ...extra.headers }, ...(extra.remoteAddress ? { remoteAddress: extra.remoteAddress } : {}) })
 
-  const row = async (id: number, target: FastifyInstance = app): Promise<JobRow> => (await findJob(target.gateway.handle.db, id))!
+  const row = async (id: number, target: FastifyInstance = app): Promise<JobRow> => (await findJob(target.db.db, id))!
 
   /** A job as an accepted dispatch leaves it: running, dispatched, with `dispatch_attempt`. */
   async function dispatchedJob(options: { attempt?: number; target?: FastifyInstance } = {}): Promise<{ id: number; key: string; headers: Record<string, string> }> {
@@ -53,7 +53,7 @@ describe.each(DIALECTS)('POST /webhook (%s)', (dialect) => {
     expect(res.statusCode).toBe(202)
     const id = res.json().job_id as number
     const at = new Date(clock.now() - 1500).toISOString().replace('T', ' ').slice(0, 23)
-    await target.gateway.handle.db.updateTable('ai_jobs').set({
+    await target.db.db.updateTable('ai_jobs').set({
       status: 'running', attempts: options.attempt ?? 1, dispatch_attempt: options.attempt ?? 1,
       lease_owner: 'test-worker', lease_expires_at: '2999-01-01 00:00:00.000', started_at: at, dispatched_at: at,
     }).where('id', '=', id).execute()
@@ -77,7 +77,7 @@ describe.each(DIALECTS)('POST /webhook (%s)', (dialect) => {
     const before = await app.inject({ method: 'GET', url: `${BASE}/jobs/${id}`, headers })
     const etagBefore = before.headers.etag
     const seen: number[] = []
-    const off = app.gateway.events.onChanged((jobId) => seen.push(jobId))
+    const off = app.jobEvents.onChanged((jobId) => seen.push(jobId))
     clock.advance(1000)
     const res = await send(delivery(success(id, key), { nowMs: clock.now() }))
     expect(res.statusCode).toBe(204)
@@ -240,7 +240,7 @@ describe.each(DIALECTS)('POST /webhook (%s)', (dialect) => {
       expect((await row(id)).status).toBe('succeeded')
 
       // Reset the row by hand, as an admin might: only the replay guard can stop the replay now.
-      await app.gateway.handle.db.updateTable('ai_jobs')
+      await app.db.db.updateTable('ai_jobs')
         .set({ status: 'running', result_json: null, output_tokens: null, provider_ms: null, webhook_ts: null })
         .where('id', '=', id).execute()
       const reset = await row(id)
@@ -378,17 +378,17 @@ describe('the replay guard in Redis is shared by replicas', () => {
   })
 
   it('a delivery replayed to another replica is 204 and changes nothing', async () => {
-    expect(t.app.gateway.store.kind).not.toBe('memory')
+    expect(t.app.store.kind).not.toBe('memory')
     const headers = await bearer({ sub: '77' }, { nowMs: clock.now() })
     const id = (await t.app.inject({ method: 'POST', url: `${BASE}/jobs`, headers, payload: { input: 'two replicas' } })).json().job_id as number
-    const key = (await findJob(t.app.gateway.handle.db, id))!.idempotency_key
-    await t.app.gateway.handle.db.updateTable('ai_jobs').set({ status: 'running', dispatch_attempt: 1 }).where('id', '=', id).execute()
+    const key = (await findJob(t.app.db.db, id))!.idempotency_key
+    await t.app.db.db.updateTable('ai_jobs').set({ status: 'running', dispatch_attempt: 1 }).where('id', '=', id).execute()
     const d = delivery({ job_id: id, idempotency_key: key, status: 'succeeded', result_json: 'ok', attempt: 1 }, { nowMs: clock.now() })
     const first = await t.app.inject({ method: 'POST', url: `${BASE}/webhook`, payload: d.payload, headers: d.headers })
     expect(first.statusCode).toBe(204)
-    await t.app.gateway.handle.db.updateTable('ai_jobs').set({ status: 'running', result_json: null }).where('id', '=', id).execute()
+    await t.app.db.db.updateTable('ai_jobs').set({ status: 'running', result_json: null }).where('id', '=', id).execute()
     const again = await replica.inject({ method: 'POST', url: `${BASE}/webhook`, payload: d.payload, headers: d.headers })
     expect(again.statusCode).toBe(204)
-    expect((await findJob(t.app.gateway.handle.db, id))!).toMatchObject({ status: 'running', result_json: null })
+    expect((await findJob(t.app.db.db, id))!).toMatchObject({ status: 'running', result_json: null })
   })
 })

@@ -36,7 +36,7 @@ export async function createJob(app: FastifyInstance, headers: Record<string, st
 }
 
 export async function row(app: FastifyInstance, id: number): Promise<JobRow> {
-  const r = await findJob(app.gateway.handle.db, id)
+  const r = await findJob(app.db.db, id)
   if (!r) throw new Error(`job ${id} is missing`)
   return r
 }

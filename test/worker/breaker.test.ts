@@ -43,8 +43,8 @@ afterAll(async () => {
 
 describe('the circuit breaker in front of a dead provider', () => {
   it('opens, keeps jobs waiting without spending attempts or failing them, then closes when the provider is back', async () => {
-    const breaker = () => t.app.gateway.registry.resolve('gpt-test').breaker
-    const pool = t.app.gateway.pool
+    const breaker = () => t.app.providers.resolve('gpt-test').breaker
+    const pool = t.app.pool
     const auth = await bearer({ sub: '7' })
     const ids: number[] = []
     for (let i = 0; i < 6; i++) ids.push(await createJob(t.app, auth, { input: `job ${i}` }))

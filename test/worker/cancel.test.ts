@@ -49,7 +49,7 @@ const cancel = (id: number, headers = auth) => t.app.inject({ method: 'POST', ur
 describe('canceling jobs', () => {
   it('a running job: the provider request is aborted and the job ends, and stays, canceled', async () => {
     const id = await createJob(t.app, auth, { input: 'long thought' })
-    const run = t.app.gateway.pool.runOnce()
+    const run = t.app.pool.runOnce()
     await waitFor(() => (fake.heldCount === 1 ? true : undefined), 10_000, 'the provider request')
     const call = fake.calls.at(-1)!
     expect((await row(t.app, id)).status).toBe('running')
@@ -62,20 +62,20 @@ describe('canceling jobs', () => {
     expect(call.closedEarly).toBe(true)
     expect(call.answered).toBe(false)
     expect(await run).toBe(1)
-    expect(t.app.gateway.pool.size).toBe(0)
+    expect(t.app.pool.size).toBe(0)
 
     const r = await row(t.app, id)
     expect(r).toMatchObject({ status: 'canceled', attempts: 1, result_json: null, lease_owner: null })
-    expect(await t.app.gateway.pool.runOnce()).toBe(0)
+    expect(await t.app.pool.runOnce()).toBe(0)
     expect(fake.callsFor(r.idempotency_key)).toHaveLength(1)
   })
 
   it("the worker's late result is dropped when the cancel reached the database but not this worker", async () => {
     const id = await createJob(t.app, auth, { input: 'late answer' })
-    const run = t.app.gateway.pool.runOnce()
+    const run = t.app.pool.runOnce()
     await waitFor(() => (fake.heldCount === 1 ? true : undefined), 10_000, 'the provider request')
     // As another replica's cancel whose event never arrived: the row changes, the call goes on.
-    expect((await cancelJob(t.app.gateway.handle.db, id, Date.now())).changed).toBe(true)
+    expect((await cancelJob(t.app.db.db, id, Date.now())).changed).toBe(true)
     fake.release({ json: chatCompletion('too late') })
     await run
     const r = await row(t.app, id)
@@ -89,7 +89,7 @@ describe('canceling jobs', () => {
     const res = await cancel(id)
     expect(res.statusCode).toBe(200)
     expect(res.json()).toMatchObject({ status: 'canceled', attempts: 0 })
-    expect(await t.app.gateway.pool.runOnce()).toBe(0)
+    expect(await t.app.pool.runOnce()).toBe(0)
     expect(fake.callsFor((await row(t.app, id)).idempotency_key)).toHaveLength(0)
   })
 
@@ -107,12 +107,12 @@ describe('canceling jobs', () => {
   })
 
   it('a cancel whose event never arrives is still caught by the next heartbeat, which aborts the call', async () => {
-    const pool = t.app.gateway.pool
+    const pool = t.app.pool
     pool.start()
     const id = await createJob(t.app, auth, { input: 'heartbeat finds it' })
     await waitFor(() => (fake.heldCount === 1 ? true : undefined), 10_000, 'the provider request')
     const call = fake.calls.at(-1)!
-    expect((await cancelJob(t.app.gateway.handle.db, id, Date.now())).changed).toBe(true)
+    expect((await cancelJob(t.app.db.db, id, Date.now())).changed).toBe(true)
     // The heartbeat runs every JOB_LEASE_SECONDS / 3; the renewal finds the lease gone.
     await within(call.closed, 10_000, 'the provider connection close')
     await waitFor(() => (pool.size === 0 ? true : undefined), 5_000, 'the pool to let go of the job')

@@ -1,5 +1,4 @@
 import type { KyselyPlugin, PluginTransformQueryArgs, PluginTransformResultArgs, QueryResult, RootOperationNode, UnknownRow } from 'kysely'
-import { pino } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { manualClock } from '../../src/clock.js'
 import { openDatabase, type DatabaseHandle } from '../../src/db/database.js'
@@ -9,7 +8,8 @@ import {
 import { runMigrations } from '../../src/db/migrate.js'
 import { fromDbTime, toDbTime } from '../../src/db/time.js'
 import { FinishBatcher } from '../../src/worker/finish-batcher.js'
-import { WorkerPool, type JobExecutor } from '../../src/worker/pool.js'
+import type { JobExecutor } from '../../src/worker/pool.js'
+import { TestPool } from '../support/pool.js'
 import { DIALECTS, freshDatabase } from '../helpers.js'
 import { jobRow, seedJob } from '../support/job-seed.js'
 import { RUN } from '../support/run-tag.js'
@@ -188,7 +188,7 @@ describe.each(DIALECTS)('finishing jobs in batches (%s)', (dialect) => {
     expect((await cancelJob(handle.db, canceled!.id, t + 10)).changed).toBe(true)
     // w1's lease on `reclaimed` runs out: the reaper puts it back and w2 claims it.
     await handle.db.updateTable('ai_jobs').set({ lease_expires_at: toDbTime(t) }).where('id', '=', reclaimed!.id).execute()
-    expect(await reapExpiredLeases(handle.db, t + 20, { maxAttempts: 3, backoffMs: () => 0 })).toEqual({ requeued: 1, failed: 0 })
+    expect(await reapExpiredLeases(handle.db, t + 20, { maxAttempts: 3, backoffMs: () => 0 })).toMatchObject({ requeued: 1, failed: 0 })
     const again = await claimJobs(handle, { limit: 10, nowMs: t + 30, leaseOwner: 'w2', leaseMs: LEASE_MS })
     expect(again.map((r) => r.id)).toEqual([reclaimed!.id])
     const canceledBefore = await jobRow(handle, canceled!.id)
@@ -273,8 +273,8 @@ describe.each(DIALECTS)('finishing jobs in batches (%s)', (dialect) => {
     function poolWith(spy: StatementSpy, execute: JobExecutor, onChange: (id: number) => void = () => {}) {
       const clock = manualClock(slot())
       const spied: DatabaseHandle = { ...handle, db: handle.db.withPlugin(spy) }
-      const pool = new WorkerPool({
-        handle: spied, clock, logger: pino({ level: 'silent' }), execute, onChange,
+      const pool = new TestPool({
+        handle: spied, clock, execute, onChange,
         concurrency: 16, leaseMs: LEASE_MS, maxAttempts: 3, pollMs: 3_600_000, reapEveryMs: 3_600_000,
       })
       return { pool, clock }

@@ -6,7 +6,7 @@ import { findJob, reapExpiredLeases } from '../../src/db/jobs-repository.js'
 import { runMigrations } from '../../src/db/migrate.js'
 import { fromDbTime } from '../../src/db/time.js'
 import { createProviderRegistry, type ProviderRegistry } from '../../src/providers/registry.js'
-import { WorkerPool } from '../../src/worker/pool.js'
+import { TestPool } from '../support/pool.js'
 import { createProviderExecutor } from '../../src/worker/provider-executor.js'
 import { dropMysqlDatabase, freshMysqlDatabase, waitFor } from '../helpers.js'
 import { startFakeProvider, type FakeProvider } from '../support/fake-provider.js'
@@ -55,7 +55,7 @@ describe('a worker cut off from the database', () => {
     // Time stands still unless the test moves it, so a slow machine cannot expire a lease by itself;
     // the heartbeat timer itself is real (every LEASE_MS / 3).
     const clock = manualClock(Date.now())
-    const pool = new WorkerPool({
+    const pool = new TestPool({
       handle: viaProxy, clock, logger: pino({ level: 'silent' }),
       execute: createProviderExecutor({ registry, clock, resultMaxBytes: 262_144, encryptionKey: undefined, defaultModel: 'echo' }),
       concurrency: 1, leaseMs: LEASE_MS, maxAttempts: 3, pollMs: 100, reapEveryMs: 600_000,

@@ -16,7 +16,7 @@ interface ResultRow {
 
 async function row(t: TestApp, id: number): Promise<ResultRow | undefined> {
   const table = sql.id(`${t.config.tablePrefix}ai_jobs`)
-  const r = await sql<ResultRow>`SELECT status, attempts, result_json, error_text, lease_owner, lease_expires_at FROM ${table} WHERE id = ${id}`.execute(t.app.gateway.handle.db)
+  const r = await sql<ResultRow>`SELECT status, attempts, result_json, error_text, lease_owner, lease_expires_at FROM ${table} WHERE id = ${id}`.execute(t.app.db.db)
   return r.rows[0]
 }
 
@@ -32,8 +32,8 @@ describe.each(DIALECTS)('worker pool with the echo provider (%s)', (dialect) => 
     })
     afterEach(() => {
       // Nothing here starts the pool; runOnce() must not leave one running.
-      expect(t.app.gateway.pool.isRunning).toBe(false)
-      expect(t.app.gateway.pool.size).toBe(0)
+      expect(t.app.pool.isRunning).toBe(false)
+      expect(t.app.pool.size).toBe(0)
     })
 
     it('runs a created job to succeeded with the result shape and one attempt', async () => {
@@ -43,7 +43,7 @@ describe.each(DIALECTS)('worker pool with the echo provider (%s)', (dialect) => 
       const id = created.json().job_id as number
       expect((await row(t, id))?.status).toBe('pending')
 
-      expect(await t.app.gateway.pool.runOnce()).toBe(1)
+      expect(await t.app.pool.runOnce()).toBe(1)
       const stored = await row(t, id)
       expect(stored?.status).toBe('succeeded')
       expect(Number(stored?.attempts)).toBe(1)
@@ -68,7 +68,7 @@ describe.each(DIALECTS)('worker pool with the echo provider (%s)', (dialect) => 
       expect(read.json()).toMatchObject({ status: 'succeeded', attempts: 1, result, error: null, usage: { input_tokens: 5, output_tokens: 5 } })
 
       // Nothing is left to run, and a finished job is never claimed again.
-      expect(await t.app.gateway.pool.runOnce()).toBe(0)
+      expect(await t.app.pool.runOnce()).toBe(0)
       expect(Number((await row(t, id))?.attempts)).toBe(1)
     })
 
@@ -79,7 +79,7 @@ describe.each(DIALECTS)('worker pool with the echo provider (%s)', (dialect) => 
         const res = await t.app.inject({ method: 'POST', url: `${BASE}/jobs`, headers, payload: { messages: [{ role: 'user', content: `batch ${i}` }] } })
         ids.push(res.json().job_id)
       }
-      expect(await t.app.gateway.pool.runOnce()).toBe(3)
+      expect(await t.app.pool.runOnce()).toBe(3)
       for (const [i, id] of ids.entries()) {
         const stored = await row(t, id)
         expect(stored?.status).toBe('succeeded')
@@ -94,10 +94,10 @@ describe.each(DIALECTS)('worker pool with the echo provider (%s)', (dialect) => 
       const res = await t.app.inject({ method: 'POST', url: `${BASE}/jobs`, headers, payload: { input: 'from the future' } })
       const id = res.json().job_id as number
       clock.advance(-10_000)
-      expect(await t.app.gateway.pool.runOnce()).toBe(0)
+      expect(await t.app.pool.runOnce()).toBe(0)
       expect((await row(t, id))?.status).toBe('pending')
       clock.advance(10_000)
-      expect(await t.app.gateway.pool.runOnce()).toBe(1)
+      expect(await t.app.pool.runOnce()).toBe(1)
       expect((await row(t, id))?.status).toBe('succeeded')
     })
   })
@@ -109,7 +109,7 @@ describe.each(DIALECTS)('worker pool with the echo provider (%s)', (dialect) => 
       await t?.close()
       t = undefined
       // Closing the app stops the pool: no claim loop outlives its test.
-      if (app) expect(app.gateway.pool.isRunning).toBe(false)
+      if (app) expect(app.pool.isRunning).toBe(false)
     })
 
     it('picks up a new job at once when woken by the create (no runOnce)', async () => {
@@ -119,7 +119,7 @@ describe.each(DIALECTS)('worker pool with the echo provider (%s)', (dialect) => 
         // The fallback poll is an hour away, so only the create's wake-up can start the job.
         deps: { startWorkers: true, poolOptions: { pollMs: 3_600_000, reapEveryMs: 3_600_000 } },
       })
-      const pool = t.app.gateway.pool
+      const pool = t.app.pool
       expect(pool.isRunning).toBe(true)
       const headers = await bearer({ sub: '6' })
       const created = await t.app.inject({ method: 'POST', url: `${BASE}/jobs`, headers, payload: { input: 'wake up' } })

@@ -77,7 +77,7 @@ afterAll(async () => {
 describe('a job run through the in-process pool against real HTTP providers', () => {
   it('succeeds with the documented result_json, sends the idempotency key, and reports durations in Server-Timing', async () => {
     const id = await createJob(t.app, auth, { input: 'hello provider' })
-    expect(await t.app.gateway.pool.runOnce()).toBe(1)
+    expect(await t.app.pool.runOnce()).toBe(1)
     const r = await row(t.app, id)
     expect(r).toMatchObject({ status: 'succeeded', attempts: 1, error_text: null, input_tokens: 12, output_tokens: 4, lease_owner: null })
     const result = resultOf(r)!
@@ -107,7 +107,7 @@ describe('a job run through the in-process pool against real HTTP providers', ()
 
   it('routes each model to its own provider (AI_MODELS), Anthropic included', async () => {
     const id = await createJob(t.app, auth, { model: 'claude-test', input: 'bonjour' })
-    await t.app.gateway.pool.runOnce()
+    await t.app.pool.runOnce()
     const r = await row(t.app, id)
     expect(r.status).toBe('succeeded')
     expect(resultOf(r)).toMatchObject({ output: 'claude says: bonjour', provider: 'anthropic', model: 'claude-test', finish_reason: 'stop', usage: { input_tokens: 11, output_tokens: 5 } })
@@ -119,7 +119,7 @@ describe('a job run through the in-process pool against real HTTP providers', ()
 
   it('503 twice, then 200: retried within the one attempt, so it succeeds with attempts 1', async () => {
     const id = await createJob(t.app, auth, { model: 'flaky-2', input: 'flaky two' })
-    await t.app.gateway.pool.runOnce()
+    await t.app.pool.runOnce()
     const r = await row(t.app, id)
     expect(r).toMatchObject({ status: 'succeeded', attempts: 1, error_text: null })
     expect(resultOf(r)?.output).toBe('ok after 3')
@@ -129,7 +129,7 @@ describe('a job run through the in-process pool against real HTTP providers', ()
 
   it('503 more times than one attempt tries: the job itself is retried after its backoff and succeeds with attempts 2', async () => {
     const id = await createJob(t.app, auth, { model: 'flaky-4', input: 'flaky four' })
-    await t.app.gateway.pool.runOnce()
+    await t.app.pool.runOnce()
     let r = await row(t.app, id)
     expect(r).toMatchObject({ status: 'pending', attempts: 1, lease_owner: null })
     expect(r.error_text).toMatch(/HTTP 503/)
@@ -138,10 +138,10 @@ describe('a job run through the in-process pool against real HTTP providers', ()
     const runAfter = fromDbTime(r.run_after)
     expect(runAfter).toBeGreaterThan(clock.now())
     expect(runAfter - clock.now()).toBeLessThanOrEqual(1_000)
-    expect(await t.app.gateway.pool.runOnce()).toBe(0)
+    expect(await t.app.pool.runOnce()).toBe(0)
 
     clock.advance(1_500)
-    expect(await t.app.gateway.pool.runOnce()).toBe(1)
+    expect(await t.app.pool.runOnce()).toBe(1)
     r = await row(t.app, id)
     expect(r).toMatchObject({ status: 'succeeded', attempts: 2, error_text: null })
     expect(resultOf(r)?.output).toBe('ok after 5')
@@ -152,16 +152,16 @@ describe('a job run through the in-process pool against real HTTP providers', ()
   it('a Retry-After longer than an attempt may wait schedules the next claim after it', async () => {
     const id = await createJob(t.app, auth, { model: 'slowdown', input: 'slow down' })
     const claimedAt = clock.now()
-    await t.app.gateway.pool.runOnce()
+    await t.app.pool.runOnce()
     let r = await row(t.app, id)
     expect(r).toMatchObject({ status: 'pending', attempts: 1 })
     expect(fake.callsFor(r.idempotency_key)).toHaveLength(1)
     expect(fromDbTime(r.run_after)).toBeGreaterThanOrEqual(claimedAt + 120_000)
 
     clock.advance(60_000)
-    expect(await t.app.gateway.pool.runOnce()).toBe(0)
+    expect(await t.app.pool.runOnce()).toBe(0)
     clock.advance(61_000)
-    expect(await t.app.gateway.pool.runOnce()).toBe(1)
+    expect(await t.app.pool.runOnce()).toBe(1)
     r = await row(t.app, id)
     expect(r).toMatchObject({ status: 'succeeded', attempts: 2 })
   })
@@ -169,7 +169,7 @@ describe('a job run through the in-process pool against real HTTP providers', ()
   for (const [model, code, status] of [['unauthorized', 'invalid_api_key', 401], ['quota', 'insufficient_quota', 429]] as const) {
     it(`${status} ${code} fails the job at once: attempts 1, exactly one provider request, the provider's code kept`, async () => {
       const id = await createJob(t.app, auth, { model, input: `terminal ${code}` })
-      await t.app.gateway.pool.runOnce()
+      await t.app.pool.runOnce()
       const r = await row(t.app, id)
       expect(r).toMatchObject({ status: 'failed', attempts: 1, lease_owner: null })
       expect(r.error_text).toContain(code)
@@ -179,14 +179,14 @@ describe('a job run through the in-process pool against real HTTP providers', ()
 
       // Nothing runs it again.
       clock.advance(10 * 60_000)
-      expect(await t.app.gateway.pool.runOnce()).toBe(0)
+      expect(await t.app.pool.runOnce()).toBe(0)
       expect(fake.callsFor(r.idempotency_key)).toHaveLength(1)
     })
   }
 
   it('a result over RESULT_MAX_BYTES fails the job with a clear error_text instead of being stored', async () => {
     const id = await createJob(t.app, auth, { model: 'big', input: 'say a lot' })
-    await t.app.gateway.pool.runOnce()
+    await t.app.pool.runOnce()
     const r = await row(t.app, id)
     expect(r).toMatchObject({ status: 'failed', attempts: 1, result_json: null })
     expect(r.error_text).toMatch(/RESULT_MAX_BYTES \(1024\)/)

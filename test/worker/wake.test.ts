@@ -59,12 +59,12 @@ afterAll(async () => {
 
 describe('cross-replica events through Redis', () => {
   it('a create on A wakes the pool on B at once', async () => {
-    expect(a.gateway.pool.isRunning).toBe(false)
-    expect(b.gateway.pool.isRunning).toBe(true)
-    expect(a.gateway.store.kind).toBe('redis')
+    expect(a.pool.isRunning).toBe(false)
+    expect(b.pool.isRunning).toBe(true)
+    expect(a.store.kind).toBe('redis')
 
     // Control: a row that appears without an event stays pending, since B's poll is a minute away.
-    const silent = await seedJob(b.gateway.handle, Date.now(), { model: 'gpt-test', request_json: JSON.stringify({ model: 'gpt-test', input: 'silent', params: {} }) })
+    const silent = await seedJob(b.db, Date.now(), { model: 'gpt-test', request_json: JSON.stringify({ model: 'gpt-test', input: 'silent', params: {} }) })
     await new Promise((resolve) => setTimeout(resolve, 1_500))
     expect((await row(b, silent.id)).status).toBe('pending')
 
@@ -83,20 +83,20 @@ describe('cross-replica events through Redis', () => {
     const id = await createJob(a, auth, { input: 'hold me' })
     await waitFor(() => (fake.heldCount === 1 ? true : undefined), 10_000, 'the provider request from B')
     const call = fake.calls.at(-1)!
-    expect(b.gateway.pool.runningIds()).toContain(id)
+    expect(b.pool.runningIds()).toContain(id)
 
     const res = await a.inject({ method: 'POST', url: `${BASE}/jobs/${id}/cancel`, headers: auth })
     expect(res.statusCode).toBe(200)
     // B's heartbeat is 20 s away (a 60 s lease); only the Redis message can abort this fast.
     await within(call.closed, 5_000, "the provider connection's close")
     expect(call.answered).toBe(false)
-    await waitFor(() => (b.gateway.pool.size === 0 ? true : undefined), 5_000, 'B to let go of the job')
+    await waitFor(() => (b.pool.size === 0 ? true : undefined), 5_000, 'B to let go of the job')
     expect(await row(a, id)).toMatchObject({ status: 'canceled', result_json: null, attempts: 1 })
   })
 
   it('without Redis, a create wakes the local pool at once', async () => {
-    expect(local.gateway.store.kind).toBe('memory')
-    const silent = await seedJob(local.gateway.handle, Date.now(), { model: 'gpt-test', request_json: JSON.stringify({ model: 'gpt-test', input: 'silent local', params: {} }) })
+    expect(local.store.kind).toBe('memory')
+    const silent = await seedJob(local.db, Date.now(), { model: 'gpt-test', request_json: JSON.stringify({ model: 'gpt-test', input: 'silent local', params: {} }) })
     await new Promise((resolve) => setTimeout(resolve, 1_000))
     expect((await row(local, silent.id)).status).toBe('pending')
 
