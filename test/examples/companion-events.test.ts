@@ -2,16 +2,23 @@
  * The companion plugin's events endpoint, `POST /wp-json/ai-gateway/v1/events` (SPEC §10), run by
  * the real PHP CLI over stubbed WordPress functions: deliveries signed by the gateway's own
  * signer (signStandardWebhook) are accepted and fire `ai_gateway_job_finished` once per
- * webhook-id; anything else is refused and fires nothing.
+ * webhook-id; anything else is refused and fires nothing. Also the example hook that writes the
+ * excerpt (examples/wordpress/examples/excerpt-hook.php) and the block-editor button that
+ * creates its job (excerpt-button.js).
  */
 import { createHash } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { createContext, runInContext } from 'node:vm'
 import { describe, expect, it } from 'vitest'
 import { signStandardWebhook } from '../../src/webhook/verify-signature.js'
-import { callsOf, PHP_MISSING, phpAvailable, runCompanion, type CompanionRun } from '../support/companion-php.js'
+import { callsOf, COMPANION_DIR, PHP_MISSING, phpAvailable, runCompanion, type CompanionRun } from '../support/companion-php.js'
 
 // Placeholders: 32 bytes that say what they are.
 const EVENTS_SECRET = `whsec_${Buffer.from('placeholder-events-secret-32byte').toString('base64')}`
 const OTHER_SECRET = `whsec_${Buffer.from('another-placeholder-secret-32byt').toString('base64')}`
+const EXCERPT_HOOK = join(COMPANION_DIR, 'examples/excerpt-hook.php')
+const EXCERPT_BUTTON = join(COMPANION_DIR, 'examples/excerpt-button.js')
 const SEEN_PREFIX = 'ai_gateway_event_'
 
 interface Delivery {
@@ -251,5 +258,109 @@ do_action('ai_gateway_cleanup_events');
     expect(callsOf(result, 'delete_option')).toEqual([[seenName('old')]])
     const [sql] = callsOf(result, 'wpdb::get_col')[0] as [string]
     expect(sql).toContain(String.raw`LIKE 'ai\\_gateway\\_event\\_%'`)
+  })
+})
+
+describe('the excerpt example', () => {
+  const post = (overrides: Record<string, unknown> = {}) => eventBody({ user_id: 5, ...overrides })
+
+  async function deliverToExample(body: string, run: Partial<CompanionRun> = {}) {
+    const out = await deliver([delivery({ id: `msg_${Math.random().toString(36).slice(2)}`, body })], { require: [EXCERPT_HOOK], ...run })
+    return { ...out, updates: callsOf(out.result, 'wp_update_post'), checks: callsOf(out.result, 'user_can') }
+  }
+
+  it('writes the result into the excerpt when the job user may edit the post', async () => {
+    const { answers, updates, checks } = await deliverToExample(post({ job: job({ result: { output: '<b>A short</b> excerpt. ' } }) }), { grants: ['5:edit_post:12'] })
+    expect(answers[0]).toEqual({ status: 200, data: { received: true } })
+    expect(checks).toEqual([[5, 'edit_post', 12]])
+    expect(updates).toEqual([[{ ID: 12, post_excerpt: 'A short excerpt.' }, true]])
+  })
+
+  it('writes nothing when user_can says no, for a visitor, for another purpose or for a job that did not succeed', async () => {
+    const cases: Array<[string, string]> = [
+      ['another user', post({ user_id: 6, job: job() })],
+      ['a visitor', post({ user_id: 0, owner_key: 's:visitor0123456789abcdef' })],
+      ['another purpose', post({ metadata: { post_id: 12, purpose: 'alt-text' } })],
+      ['no metadata', post({ metadata: null })],
+      ['a failed job', post({ type: 'job.failed', job: job({ status: 'failed', result: null, error: 'no' }) })],
+    ]
+    for (const [what, body] of cases) {
+      const { answers, updates } = await deliverToExample(body, { grants: ['5:edit_post:12'] })
+      expect([what, answers[0]!.status, updates]).toEqual([what, 200, []])
+    }
+    // And the check itself decides: the same event without the grant writes nothing.
+    const refused = await deliverToExample(post(), { grants: [] })
+    expect(refused.checks).toEqual([[5, 'edit_post', 12]])
+    expect(refused.updates).toEqual([])
+  })
+
+  it('answers 500 when the post cannot be saved, so the gateway sends the event again', async () => {
+    const { answers, seen, updates } = await deliverToExample(post(), { grants: ['5:edit_post:12'], updatePostFails: true })
+    expect(updates).toHaveLength(1)
+    expect(answers[0]).toMatchObject({ error: 'ai_gateway_event_failed', data: { status: 500 } })
+    expect(seen).toEqual([])
+  })
+
+  it('enqueues the button in the block editor', async () => {
+    const result = await runCompanion({ script: "do_action('enqueue_block_editor_assets');", require: [EXCERPT_HOOK] })
+    const [handle, src, deps] = callsOf(result, 'wp_enqueue_script')[0] as [string, string, string[]]
+    expect(handle).toBe('my-theme-ai-excerpt')
+    expect(src).toMatch(/excerpt-button\.js$/)
+    expect(deps).toEqual(expect.arrayContaining(['wp-plugins', 'wp-editor', 'wp-element', 'wp-components', 'wp-data', 'wp-api-fetch']))
+  })
+
+  it('the button creates a job with the post text and { post_id, purpose } and waits for it to end', async () => {
+    type Element = { type: unknown; props: Record<string, unknown>; children: unknown[] }
+    const fetches: Array<Record<string, unknown>> = []
+    let state: unknown
+    let registered: { name: string; render: () => Element } | undefined
+    const PluginDocumentSettingPanel = () => null
+    const Button = () => null
+    const wp = {
+      element: {
+        createElement: (type: unknown, props: Record<string, unknown> | null, ...children: unknown[]): Element => ({ type, props: props ?? {}, children }),
+        useState: (initial: unknown) => {
+          state ??= initial
+          return [state, (next: unknown) => (state = next)]
+        },
+      },
+      data: {
+        useSelect: (select: (store: (name: string) => unknown) => unknown) =>
+          select((name) => {
+            expect(name).toBe('core/editor')
+            return { getCurrentPostId: () => 12, getEditedPostAttribute: (key: string) => (key === 'title' ? 'Hello' : ''), getEditedPostContent: () => '<!-- wp:paragraph --><p>Some <em>post</em> text.</p><!-- /wp:paragraph -->' }
+          }),
+      },
+      components: { Button },
+      editor: { PluginDocumentSettingPanel },
+      plugins: { registerPlugin: (name: string, settings: { render: () => Element }) => (registered = { name, ...settings }) },
+      apiFetch: async (options: Record<string, unknown>) => {
+        fetches.push(options)
+        if (options.method === 'POST') return { job_id: 41, status: 'pending', request_id: 'r' }
+        return { job_id: 41, status: fetches.length < 3 ? 'running' : 'succeeded' }
+      },
+    }
+    // A DOMParser that keeps only the text, as the browser's would.
+    class DOMParser {
+      parseFromString(html: string) {
+        return { body: { textContent: html.replace(/<[^>]*>/g, '') } }
+      }
+    }
+    const context = createContext({ window: { wp }, DOMParser, setTimeout: (fn: () => void) => setImmediate(fn) })
+    runInContext(readFileSync(EXCERPT_BUTTON, 'utf8'), context, { filename: 'excerpt-button.js' })
+
+    expect(registered?.name).toBe('my-theme-ai-excerpt')
+    const panel = registered!.render()
+    expect(panel.type).toBe(PluginDocumentSettingPanel)
+    const button = panel.children.find((c): c is Element => (c as Element | null)?.type === Button)!
+    await (button.props.onClick as () => Promise<void>)()
+
+    expect(fetches[0]).toEqual({
+      path: '/ai/v1/jobs',
+      method: 'POST',
+      data: { input: expect.stringContaining('Title: Hello\n\nSome post text.'), metadata: { post_id: 12, purpose: 'excerpt' } },
+    })
+    expect(fetches.slice(1).map((f) => f.path)).toEqual(['/ai/v1/jobs/41', '/ai/v1/jobs/41'])
+    expect(state).toEqual({ busy: false, message: expect.stringContaining('excerpt is saved') })
   })
 })
