@@ -30,7 +30,7 @@ const AI_GATEWAY_EVENT_OPTION_PREFIX = 'ai_gateway_event_';
 const AI_GATEWAY_EVENT_CLEANUP_HOOK  = 'ai_gateway_cleanup_events';
 const AI_GATEWAY_EVENT_CLEANUP_BATCH = 1000;
 // Ids are opaque, but they are printable ASCII of bounded length (the gateway's own rule).
-const AI_GATEWAY_WEBHOOK_ID_PATTERN = '/^[\x21-\x7e]{1,256}$/';
+const AI_GATEWAY_WEBHOOK_ID_PATTERN = '/^[\x21-\x7e]{1,256}$/D';
 
 function ai_gateway_register_event_route() {
 	register_rest_route(
@@ -76,7 +76,7 @@ function ai_gateway_receive_event( $request, $now = null ) {
 	$timestamp = (string) $request->get_header( 'webhook-timestamp' );
 	$signature = (string) $request->get_header( 'webhook-signature' );
 	$body      = (string) $request->get_body();
-	if ( 1 !== preg_match( AI_GATEWAY_WEBHOOK_ID_PATTERN, $id ) || 1 !== preg_match( '/^[0-9]{1,12}$/', $timestamp ) || '' === $signature
+	if ( 1 !== preg_match( AI_GATEWAY_WEBHOOK_ID_PATTERN, $id ) || 1 !== preg_match( '/^[0-9]{1,12}$/D', $timestamp ) || '' === $signature
 		|| ! ai_gateway_webhook_signature_matches( $key, $id, $timestamp, $body, $signature ) ) {
 		return new WP_Error( 'ai_gateway_invalid_signature', 'The event signature is missing or wrong.', array( 'status' => 401 ) );
 	}

@@ -36,7 +36,7 @@ function ai_gateway_webhook_key( $secret ) {
 		return $secret;
 	}
 	$encoded = substr( $secret, strlen( AI_GATEWAY_WHSEC_PREFIX ) );
-	if ( '' === $encoded || 1 !== preg_match( '#^[A-Za-z0-9+/]+={0,2}$#', $encoded ) ) {
+	if ( '' === $encoded || 1 !== preg_match( '#^[A-Za-z0-9+/]+={0,2}$#D', $encoded ) ) {
 		return null;
 	}
 	$key = base64_decode( $encoded, true );
