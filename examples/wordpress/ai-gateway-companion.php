@@ -1,7 +1,7 @@
 <?php
 /**
  * Plugin Name: AI Gateway Companion
- * Description: Hands theme scripts what they need to call wp-ai-gateway (/wp-json/ai/v1/): the REST nonce for logged-in users, and a signed public token (HS256) for everyone, visitors included. Receives the gateway's job events.
+ * Description: Hands theme scripts what they need to call wp-ai-gateway (/wp-json/ai/v1/): the REST nonce for logged-in users, and a signed public token (HS256) for everyone, visitors included. Receives the gateway's job events, adds Tools → AI jobs, and hands the users' AI jobs to WordPress's personal-data export and erasure.
  * Version:     0.2.0
  * Requires PHP: 7.3
  * License:     MIT
@@ -11,6 +11,9 @@
  * - ai-gateway-companion/signing.php: Standard Webhooks signatures with AI_EVENTS_SECRET;
  * - ai-gateway-companion/events.php: POST /wp-json/ai-gateway/v1/events, which fires
  *   `ai_gateway_job_finished` (SPEC §10);
+ * - ai-gateway-companion/admin-menu.php: Tools → AI jobs, a link to the gateway's admin page;
+ * - ai-gateway-companion/privacy.php: personal-data exporter and eraser, and erasure on user
+ *   deletion (SPEC §12).
  * See README.md beside it.
  *
  * Tokens (SPEC §5, "signed public token"):
@@ -178,7 +181,7 @@ add_filter( 'print_scripts_array', 'ai_gateway_mark_uncacheable' );
  * The other parts. If the folder was not copied, the token part above still works and the log
  * says what is missing; a fatal error here would take the whole site down.
  */
-$ai_gateway_parts = array( 'signing', 'events' );
+$ai_gateway_parts = array( 'signing', 'events', 'admin-menu', 'privacy' );
 $ai_gateway_dir   = __DIR__ . '/ai-gateway-companion/';
 $ai_gateway_found = true;
 foreach ( $ai_gateway_parts as $ai_gateway_part ) {
@@ -189,6 +192,6 @@ if ( $ai_gateway_found ) {
 		require_once $ai_gateway_dir . $ai_gateway_part . '.php';
 	}
 } else {
-	error_log( 'ai-gateway: ' . $ai_gateway_dir . ' is missing or incomplete; copy the ai-gateway-companion/ folder beside ai-gateway-companion.php to enable the events endpoint.' );
+	error_log( 'ai-gateway: ' . $ai_gateway_dir . ' is missing or incomplete; copy the ai-gateway-companion/ folder beside ai-gateway-companion.php to enable events, Tools → AI jobs and the personal-data exporter and eraser.' );
 }
 unset( $ai_gateway_parts, $ai_gateway_dir, $ai_gateway_found, $ai_gateway_part );
