@@ -1,12 +1,20 @@
 <?php
 /**
  * Plugin Name: AI Gateway Companion
- * Description: Hands theme scripts what they need to call wp-ai-gateway (/wp-json/ai/v1/): the REST nonce for logged-in users, and a signed public token (HS256) for everyone, visitors included.
- * Version:     0.1.0
+ * Description: Hands theme scripts what they need to call wp-ai-gateway (/wp-json/ai/v1/): the REST nonce for logged-in users, and a signed public token (HS256) for everyone, visitors included. Receives the gateway's job events, adds Tools → AI jobs, and hands the users' AI jobs to WordPress's personal-data export and erasure.
+ * Version:     0.2.0
  * Requires PHP: 7.3
  * License:     MIT
  *
- * A must-use plugin: copy this one file to wp-content/mu-plugins/. See README.md beside it.
+ * A must-use plugin: copy this file and the ai-gateway-companion/ folder beside it to
+ * wp-content/mu-plugins/. WordPress loads only the top-level file; it requires the rest:
+ * - ai-gateway-companion/signing.php: Standard Webhooks signatures with AI_EVENTS_SECRET;
+ * - ai-gateway-companion/events.php: POST /wp-json/ai-gateway/v1/events, which fires
+ *   `ai_gateway_job_finished` (SPEC §10);
+ * - ai-gateway-companion/admin-menu.php: Tools → AI jobs, a link to the gateway's admin page;
+ * - ai-gateway-companion/privacy.php: personal-data exporter and eraser, and erasure on user
+ *   deletion (SPEC §12).
+ * See README.md beside it.
  *
  * Tokens (SPEC §5, "signed public token"):
  * - HS256 JWT, built by hand with hash_hmac() (no library), signed with AI_PUBLIC_TOKEN_SECRET
@@ -168,3 +176,22 @@ function ai_gateway_mark_uncacheable( $handles ) {
 	return $handles;
 }
 add_filter( 'print_scripts_array', 'ai_gateway_mark_uncacheable' );
+
+/*
+ * The other parts. If the folder was not copied, the token part above still works and the log
+ * says what is missing; a fatal error here would take the whole site down.
+ */
+$ai_gateway_parts = array( 'signing', 'events', 'admin-menu', 'privacy' );
+$ai_gateway_dir   = __DIR__ . '/ai-gateway-companion/';
+$ai_gateway_found = true;
+foreach ( $ai_gateway_parts as $ai_gateway_part ) {
+	$ai_gateway_found = $ai_gateway_found && is_readable( $ai_gateway_dir . $ai_gateway_part . '.php' );
+}
+if ( $ai_gateway_found ) {
+	foreach ( $ai_gateway_parts as $ai_gateway_part ) {
+		require_once $ai_gateway_dir . $ai_gateway_part . '.php';
+	}
+} else {
+	error_log( 'ai-gateway: ' . $ai_gateway_dir . ' is missing or incomplete; copy the ai-gateway-companion/ folder beside ai-gateway-companion.php to enable events, Tools → AI jobs and the personal-data exporter and eraser.' );
+}
+unset( $ai_gateway_parts, $ai_gateway_dir, $ai_gateway_found, $ai_gateway_part );
