@@ -4,7 +4,10 @@ import type { Principal } from './principal.js'
 import { userOwnerKey } from './principal.js'
 
 const MAX_LIFETIME_SECONDS = 24 * 3600
-const SID = /^[A-Za-z0-9._:-]{1,128}$/
+// SPEC §5: 16–128 of A-Z a-z 0-9 _ -. No `:` (it separates the parts of an owner key, so sid
+// `V` with key `x:k` and sid `V:x` with key `k` would store the same key), and long enough that
+// one visitor cannot guess another's.
+export const SID_PATTERN = /^[A-Za-z0-9_-]{16,128}$/
 
 export type TokenResult = { ok: true; principal: Principal } | { ok: false; reason: string }
 
@@ -41,7 +44,7 @@ export async function verifyPublicToken(token: string, secret: Uint8Array | KeyO
 
   let ownerKey = userOwnerKey(userId)
   if (userId === 0) {
-    if (typeof sid !== 'string' || !SID.test(sid)) return { ok: false, reason: 'sid is required for anonymous tokens (1-128 of A-Z a-z 0-9 . _ : -)' }
+    if (typeof sid !== 'string' || !SID_PATTERN.test(sid)) return { ok: false, reason: 'sid is required for anonymous tokens: 16 to 128 of A-Z a-z 0-9 _ -' }
     ownerKey = `s:${sid}`
   }
   return { ok: true, principal: { method: 'token', userId, ownerKey, canCreate: true, isAdmin: false } }

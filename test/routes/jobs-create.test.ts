@@ -3,6 +3,8 @@ import type { FastifyInstance } from 'fastify'
 import { SignJWT } from 'jose'
 import { sql } from 'kysely'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { insertJob } from '../../src/db/jobs-repository.js'
+import { inputHash } from '../../src/jobs/job-request.js'
 import { bearer, buildTestApp, DIALECTS, signToken, TOKEN_SECRET, type TestApp } from '../helpers.js'
 
 const BASE = '/wp-json/ai/v1'
@@ -278,10 +280,32 @@ describe.each(DIALECTS)('POST /jobs (%s)', (dialect) => {
       const key = { 'idempotency-key': 'shared-client-key' }
       const a = await post(t.app, { ...(await freshUser()), ...key }, { input: 'cross-user' })
       const b = await post(t.app, { ...(await freshUser()), ...key }, { input: 'cross-user' })
-      const anon = await post(t.app, { ...(await bearer({ sub: 0, sid: 'visitor-x' })), ...key }, { input: 'cross-user' })
+      const anon = await post(t.app, { ...(await bearer({ sub: 0, sid: 'visitor-x-0123456789' })), ...key }, { input: 'cross-user' })
       expect([a.statusCode, b.statusCode, anon.statusCode]).toEqual([202, 202, 202])
       const ids = new Set([a.json().job_id, b.json().job_id, anon.json().job_id])
       expect(ids.size).toBe(3)
+    })
+
+    it('a replay only ever returns the caller\'s own job, even when another owner\'s row holds that stored key', async () => {
+      // A row of another owner under exactly the stored key this caller's key maps to, as a seed
+      // row holding a raw client key could: the replay path must not hand it over.
+      const victim = nextUser++
+      const caller = nextUser++
+      const stolenKey = sha256(`u:${caller}:colliding-key`)
+      const now = new Date().toISOString().replace('T', ' ').slice(0, 23)
+      const victimJob = await insertJob(t.app.db.db, {
+        user_id: victim, owner_key: `u:${victim}`, status: 'succeeded', input_hash: inputHash({ model: 'echo', input: 'private', params: {} }),
+        request_json: JSON.stringify({ model: 'echo', input: 'private', params: {} }), result_json: JSON.stringify({ output: 'the victim\'s secret' }),
+        idempotency_key: stolenKey, model: 'echo', request_id: 'r', created_at: now, updated_at: now, run_after: now,
+      })
+      const before = await countJobs(t)
+      for (const input of ['private', 'anything else']) {
+        const res = await post(t.app, { ...(await bearer({ sub: String(caller) })), 'idempotency-key': 'colliding-key' }, { input })
+        expectWpError(res, 422, 'ai_idempotency_key_reused')
+        expect(res.body).not.toContain('secret')
+        expect(res.body).not.toContain(String(victimJob))
+      }
+      expect(await countJobs(t)).toBe(before)
     })
 
     it('stores hex(sha256(owner_key ":" client_key)) as the key', async () => {
@@ -290,11 +314,11 @@ describe.each(DIALECTS)('POST /jobs (%s)', (dialect) => {
       const row = await storedJob(t, res.json().job_id)
       expect(row?.idempotency_key).toBe(sha256(`u:${user}:Key With Spaces!`))
 
-      const anon = await post(t.app, { ...(await bearer({ sub: 0, sid: 'sid-123' })), 'idempotency-key': 'k1' }, { input: 'stored key anon' })
+      const anon = await post(t.app, { ...(await bearer({ sub: 0, sid: 'sid-123-0123456789ab' })), 'idempotency-key': 'k1' }, { input: 'stored key anon' })
       const anonRow = await storedJob(t, anon.json().job_id)
-      expect(anonRow?.owner_key).toBe('s:sid-123')
+      expect(anonRow?.owner_key).toBe('s:sid-123-0123456789ab')
       expect(Number(anonRow?.user_id)).toBe(0)
-      expect(anonRow?.idempotency_key).toBe(sha256('s:sid-123:k1'))
+      expect(anonRow?.idempotency_key).toBe(sha256('s:sid-123-0123456789ab:k1'))
     })
 
     it('stores a unique 64-hex key when the client sends none', async () => {
@@ -389,6 +413,11 @@ describe.each(DIALECTS)('POST /jobs (%s)', (dialect) => {
       ['a token without iat living more than 24 h', async () => ({ authorization: `Bearer ${await sign({ sub: '5', exp: now() + 25 * 3600 })}` })],
       ['a sub=0 token without sid', () => bearer({ sub: '0' })],
       ['a sub=0 token with an empty sid', () => bearer({ sub: 0, sid: '' })],
+      // SPEC §5: 16–128 of A-Z a-z 0-9 _ -, so no owner key can be spelled two ways.
+      ['a sub=0 token whose sid holds a colon', () => bearer({ sub: 0, sid: 'visitor-0123456789:x' })],
+      ['a sub=0 token whose sid holds a dot', () => bearer({ sub: 0, sid: 'visitor.0123456789ab' })],
+      ['a sub=0 token with a 15-character sid', () => bearer({ sub: 0, sid: 'a'.repeat(15) })],
+      ['a sub=0 token with a 129-character sid', () => bearer({ sub: 0, sid: 'a'.repeat(129) })],
       ['a token without sub', () => bearer({})],
       ['a token with a non-numeric sub', () => bearer({ sub: 'admin' })],
       ['an unsigned (alg none) token', async () => {
@@ -411,7 +440,9 @@ describe.each(DIALECTS)('POST /jobs (%s)', (dialect) => {
       expect((await post(t.app, await bearer({ sub: '5' }), { input: 'ok 1' })).statusCode).toBe(202)
       expect((await post(t.app, await bearer({ sub: 5 }), { input: 'ok 2' })).statusCode).toBe(202)
       expect((await post(t.app, { authorization: `Bearer ${await sign({ sub: '5', iat: now(), exp: now() + 24 * 3600 })}` }, { input: 'ok 3' })).statusCode).toBe(202)
-      expect((await post(t.app, await bearer({ sub: '0', sid: 'anon-1' }), { input: 'ok 4' })).statusCode).toBe(202)
+      expect((await post(t.app, await bearer({ sub: '0', sid: 'anon-1-0123456789abc' }), { input: 'ok 4' })).statusCode).toBe(202)
+      expect((await post(t.app, await bearer({ sub: '0', sid: 'a'.repeat(16) }), { input: 'ok 4a' })).statusCode).toBe(202)
+      expect((await post(t.app, await bearer({ sub: '0', sid: `${'A-z_9'.repeat(25)}xyz` }), { input: 'ok 4b' })).statusCode).toBe(202)
       expect((await post(t.app, { authorization: `bearer ${await signToken({ sub: '5' })}` }, { input: 'ok 5' })).statusCode).toBe(202)
     })
   })

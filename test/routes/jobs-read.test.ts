@@ -153,8 +153,8 @@ describe.each(DIALECTS)('reading jobs (%s)', (dialect) => {
     })
 
     it('keeps two anonymous visitors (sub 0) apart by sid', async () => {
-      const a = await token({ sub: 0, sid: 'visitor-a' })
-      const b = await token({ sub: '0', sid: 'visitor-b' })
+      const a = await token({ sub: 0, sid: 'visitor-a-0123456789' })
+      const b = await token({ sub: '0', sid: 'visitor-b-0123456789' })
       const ja = await create(a, { input: 'anon a' })
       const jb = await create(b, { input: 'anon b' })
       expect((await get(ja, a)).statusCode).toBe(200)
