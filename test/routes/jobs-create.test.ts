@@ -21,6 +21,13 @@ function canonical(value: unknown): string {
   return JSON.stringify(value)
 }
 
+/** An object nested `levels` deep: `{ a: { a: … { a: 1 } } }` with `levels` objects. */
+function nested(levels: number): Record<string, unknown> {
+  let value: unknown = 1
+  for (let i = 0; i < levels; i++) value = { a: value }
+  return value as Record<string, unknown>
+}
+
 const sha256 = (text: string): string => createHash('sha256').update(text).digest('hex')
 
 /** Each test acts as its own WordPress user, so no test sees another's jobs, dedupe window or rate limit. */
@@ -178,6 +185,8 @@ describe.each(DIALECTS)('POST /jobs (%s)', (dialect) => {
       ['temperature that is a string', { input: 'x', params: { temperature: '1' } }, 'params.temperature'],
       ['metadata over 2 KB', { input: 'x', metadata: { note: 'm'.repeat(2100) } }, 'metadata'],
       ['metadata that is not an object', { input: 'x', metadata: 'note' }, 'metadata'],
+      ['metadata nested 9 levels', { input: 'x', metadata: nested(9) }, 'metadata'],
+      ['an array nested 9 levels inside metadata', { input: 'x', metadata: { list: [[[[[[[[1]]]]]]]] } }, 'metadata'],
       ['an idempotency key over 255 characters', { input: 'x', idempotency_key: 'k'.repeat(256) }, 'idempotency_key'],
       ['an empty idempotency key', { input: 'x', idempotency_key: '' }, 'idempotency_key'],
       ['an idempotency key with a control character', { input: 'x', idempotency_key: 'abc\u0001def' }, 'idempotency_key'],
@@ -217,6 +226,23 @@ describe.each(DIALECTS)('POST /jobs (%s)', (dialect) => {
       expect(Buffer.byteLength(JSON.stringify(metadata))).toBe(2048)
       const res = await post(t.app, await freshUser(), { input: 'boundaries', params: { max_tokens: 1000, temperature: 2 }, metadata, idempotency_key: `${'~'.repeat(254)} ` })
       expect(res.statusCode).toBe(202)
+    })
+
+    it('refuses metadata nested thousands of levels deep while parsing, before anything recursive sees it', async () => {
+      const before = await countJobs(t)
+      // 4 KB (this suite's REQUEST_MAX_BYTES) holds 1,000 levels in two bytes each.
+      const deep = `{"input":"x","metadata":${'['.repeat(1000)}${']'.repeat(1000)}}`
+      const res = await post(t.app, await freshUser(), deep)
+      const body = expectWpError(res, 400, 'ai_invalid_request')
+      expect(body.data.field).toBe('body')
+      expect(body.message).toMatch(/nested more than 64 levels/)
+      // Depth counts brackets, not bracket characters inside strings.
+      expect((await post(t.app, await freshUser(), { input: `${'['.repeat(1000)}`, metadata: { note: '{'.repeat(1000) } })).statusCode).toBe(202)
+      expect(await countJobs(t)).toBe(before + 1)
+    })
+
+    it('accepts metadata nested exactly 8 levels', async () => {
+      expect((await post(t.app, await freshUser(), { input: 'eight levels', metadata: nested(8) })).statusCode).toBe(202)
     })
 
     it('refuses a body that is not JSON', async () => {

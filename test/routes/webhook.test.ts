@@ -1,10 +1,11 @@
-import { randomBytes, randomUUID } from 'node:crypto'
+import { createHash, randomBytes, randomUUID } from 'node:crypto'
 import type { FastifyInstance } from 'fastify'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildApp } from '../../src/app.js'
 import { manualClock } from '../../src/clock.js'
-import { findJob, type JobRow } from '../../src/db/jobs-repository.js'
+import { claimJobs, findJob, type JobRow } from '../../src/db/jobs-repository.js'
 import { fromDbTime } from '../../src/db/time.js'
+import { retryJob } from '../../src/jobs/retry-job.js'
 import { signStandardWebhook, signXAiSignature } from '../../src/webhook/verify-signature.js'
 import { bearer, buildTestApp, DIALECTS, REDIS_URL, testConfig, type TestApp } from '../helpers.js'
 import { RUN } from '../support/run-tag.js'
@@ -59,6 +60,11 @@ describe.each(DIALECTS)('POST /webhook (%s)', (dialect) => {
     }).where('id', '=', id).execute()
     return { id, key: (await row(id, target)).idempotency_key, headers }
   }
+
+  /** The admin retry, as POST /admin/jobs/:id/retry runs it. */
+  const adminRetry = (id: number) => retryJob(app, id)
+  /** The store's 10-minute replay guard forgets a delivery (its time passes, or Redis restarts). */
+  const forget = (d: Delivery) => app.store.del(`webhook:seen:${d.headers['webhook-id'] ? `id:${d.headers['webhook-id']}` : `sha256:${createHash('sha256').update(d.payload).digest('hex')}`}`)
 
   const success = (id: number, key: string, extra: Record<string, unknown> = {}) => ({
     job_id: id, idempotency_key: key, status: 'succeeded', result_json: { output: 'done', finish_reason: 'stop' }, usage: { tokens: 42, ms: 812 }, attempt: 1, ...extra,
@@ -216,6 +222,27 @@ describe.each(DIALECTS)('POST /webhook (%s)', (dialect) => {
       expect(await row(id)).toEqual(before)
     })
 
+    // Fields a row cannot hold are refused with 400, so the worker learns the delivery can never be
+    // stored, and the job stays exactly as it was: nothing half-written, no 500 while it stays running.
+    it.each([
+      ['usage.tokens above INT UNSIGNED', (id: number, key: string) => success(id, key, { usage: { tokens: 4_294_967_296, ms: 1 } }), 'usage.tokens'],
+      ['usage.ms above INT UNSIGNED', (id: number, key: string) => success(id, key, { usage: { tokens: 1, ms: 1e15 } }), 'usage.ms'],
+      ['an error_text longer than the TEXT column', (id: number, key: string) => ({ job_id: id, idempotency_key: key, status: 'failed', attempt: 1, error_text: 'é'.repeat(32_800) }), 'error_text'],
+      ['a result_json nested 5,000 levels deep', (id: number, key: string) => `{"job_id":${id},"idempotency_key":"${key}","status":"succeeded","attempt":1,"result_json":${'['.repeat(5000)}${']'.repeat(5000)}}`, 'body'],
+      ['attempt above INT UNSIGNED', (id: number, key: string) => success(id, key, { attempt: 2 ** 40 }), 'attempt'],
+    ])('400 naming the field for %s, and the job is unchanged', async (_name, body, field) => {
+      const { id, key } = await dispatchedJob()
+      const before = await row(id)
+      const res = await send(delivery(body(id, key), { nowMs: clock.now() }))
+      expect(res.statusCode, res.body).toBe(400)
+      expect(res.json()).toMatchObject({ code: 'ai_invalid_request', data: { status: 400, field } })
+      expect(await row(id)).toEqual(before)
+      // The worker's retries of the same delivery are refused the same way; a good one still lands.
+      expect((await send(delivery(body(id, key), { nowMs: clock.now() }))).statusCode).toBe(400)
+      expect((await send(delivery(success(id, key), { nowMs: clock.now() }))).statusCode).toBe(204)
+      expect((await row(id)).status).toBe('succeeded')
+    })
+
     it('404 for an unknown job', async () => {
       const res = await send(delivery(success(987_654_321, 'a'.repeat(64)), { nowMs: clock.now() }))
       expect(res.statusCode).toBe(404)
@@ -248,6 +275,41 @@ describe.each(DIALECTS)('POST /webhook (%s)', (dialect) => {
       const replay = await send(d)
       expect(replay.statusCode).toBe(204)
       expect(await row(id)).toEqual(reset)
+    })
+
+    it.each(['standard', 'seed'] as const)('a delivery (%s) that completed a job never completes it again, even after an admin retry and after the replay guard forgot it', async (scheme) => {
+      const { id, key } = await dispatchedJob()
+      const d = delivery(success(id, key, { result_json: { output: 'the first result' } }), { scheme, nowMs: clock.now() })
+      expect((await send(d)).statusCode).toBe(204)
+      expect((await row(id)).status).toBe('succeeded')
+
+      // An admin retry, then the store forgets the delivery (its 10 minutes pass, or Redis restarts).
+      await adminRetry(id)
+      const retried = await row(id)
+      expect(retried.status).toBe('pending')
+      await forget(d)
+      clock.advance(11 * 60_000)
+      // The seed scheme signs no timestamp: its old signature is still good with a fresh X-AI-Timestamp.
+      const replayed = scheme === 'seed'
+        ? { payload: d.payload, headers: { ...d.headers, 'x-ai-timestamp': String(Math.floor(clock.now() / 1000)) } }
+        : delivery(d.payload, { nowMs: clock.now(), id: d.headers['webhook-id'] })
+      expect((await send(replayed)).statusCode).toBe(204)
+      expect(await row(id)).toEqual(retried)
+    })
+
+    it('keeps counting dispatch_attempt across an admin retry, so the old delivery\'s attempt never matches the new dispatch', async () => {
+      const { id, key } = await dispatchedJob({ attempt: 1 })
+      expect((await send(delivery(success(id, key), { scheme: 'seed', nowMs: clock.now() }))).statusCode).toBe(204)
+      await adminRetry(id)
+      expect(Number((await row(id)).dispatch_attempt)).toBe(1)
+      // The next dispatch claims the job as external mode does, and numbers it 2.
+      const claimed = await claimJobs(app.db, { limit: 50, nowMs: clock.now(), leaseOwner: 'test-worker', leaseMs: 60_000, dispatch: true })
+      expect(claimed.find((r) => r.id === id)?.dispatch_attempt).toBe(2)
+      // The same worker result, numbered by the dispatch it answers, lands; the old numbering does not.
+      expect((await send(delivery(success(id, key, { attempt: 1 }), { nowMs: clock.now() }))).statusCode).toBe(204)
+      expect((await row(id)).status).toBe('running')
+      expect((await send(delivery(success(id, key, { attempt: 2 }), { nowMs: clock.now() }))).statusCode).toBe(204)
+      expect((await row(id)).status).toBe('succeeded')
     })
 
     it('a new delivery for a terminal job changes nothing', async () => {
