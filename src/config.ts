@@ -51,6 +51,8 @@ export interface Config {
   createCapability: string
   adminCapability: string
   rateLimitMax: number
+  /** Visitor creates per client address per window (SPEC §8; IPv6 per /64). */
+  rateLimitIpMax: number
   rateLimitWindowSeconds: number
   dedupeWindowSeconds: number
   requestMaxBytes: number
@@ -293,7 +295,8 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     wordpress,
     createCapability: capability('AI_CREATE_CAPABILITY', 'read'),
     adminCapability: capability('AI_ADMIN_CAPABILITY', 'manage_options'),
-    rateLimitMax: intIn(source, 'RATE_LIMIT_MAX', 60, 0, 1_000_000),
+    rateLimitMax: intIn(source, 'RATE_LIMIT_MAX', 60, 0, 1_000_000_000),
+    rateLimitIpMax: intIn(source, 'RATE_LIMIT_IP_MAX', 120, 0, 1_000_000_000),
     rateLimitWindowSeconds: intIn(source, 'RATE_LIMIT_WINDOW_SECONDS', 600, 1, 86_400 * 30),
     dedupeWindowSeconds: intIn(source, 'DEDUPE_WINDOW_SECONDS', 60, 0, 86_400),
     requestMaxBytes: intIn(source, 'REQUEST_MAX_BYTES', 65_536, 1024, 64 * 1024 * 1024),

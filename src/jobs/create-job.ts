@@ -5,6 +5,7 @@ import { fromDbTime, toDbTime } from '../db/time.js'
 import { ApiError } from '../errors.js'
 import type { CreateJobBody } from '../schemas/job.js'
 import { generatedIdempotencyKey, inputHash, parseJobBody, scopedIdempotencyKey } from './job-request.js'
+import { takeCreateSlot, type RateLimitInfo } from './rate-limit.js'
 import { sealRequest } from './request-crypto.js'
 import type { JobServices } from './services.js'
 
@@ -13,21 +14,6 @@ type CreateServices = Pick<JobServices, 'db' | 'store' | 'clock' | 'config' | 'r
 export type CreateResult =
   | { kind: 'created'; jobId: number; rateLimit: RateLimitInfo | undefined }
   | { kind: 'replayed'; row: JobRow }
-
-export interface RateLimitInfo {
-  limit: number
-  remaining: number
-  windowSeconds: number
-  resetSeconds: number
-}
-
-/** IETF httpapi-ratelimit-headers: `RateLimit-Policy` and `RateLimit`. */
-export function rateLimitHeaders(info: RateLimitInfo): Record<string, string> {
-  return {
-    'RateLimit-Policy': `"create";q=${info.limit};w=${info.windowSeconds}`,
-    RateLimit: `"create";r=${info.remaining};t=${info.resetSeconds}`,
-  }
-}
 
 /**
  * A stored key was found for this owner's key. Only the caller's own job is ever returned
@@ -64,8 +50,17 @@ async function findDedupeHit(deps: CreateServices, key: string, ownerKey: string
  * Creates a job, or returns the existing one for a replayed key or a duplicate inside the dedupe
  * window (those never count toward the rate limit).
  */
-export async function createJob(deps: CreateServices, principal: Principal, body: CreateJobBody, headerKey: string | undefined, requestId: string): Promise<CreateResult> {
-  const result = await createOrReplay(deps, principal, body, headerKey, requestId)
+export interface CreateRequest {
+  body: CreateJobBody
+  /** The `Idempotency-Key` header, when sent. */
+  headerKey: string | undefined
+  requestId: string
+  /** The client address as TRUST_PROXY resolves it: visitors are limited per address too. */
+  clientIp: string
+}
+
+export async function createJob(deps: CreateServices, principal: Principal, create: CreateRequest): Promise<CreateResult> {
+  const result = await createOrReplay(deps, principal, create)
   if (result.kind === 'replayed') {
     deps.metrics.jobsReplayed.inc()
   } else {
@@ -76,12 +71,12 @@ export async function createJob(deps: CreateServices, principal: Principal, body
   return result
 }
 
-async function createOrReplay(deps: CreateServices, principal: Principal, body: CreateJobBody, headerKey: string | undefined, requestId: string): Promise<CreateResult> {
+async function createOrReplay(deps: CreateServices, principal: Principal, { body, headerKey, requestId, clientIp }: CreateRequest): Promise<CreateResult> {
   const { request, clientKey } = parseJobBody(body, deps.requestRules, headerKey)
   const hash = inputHash(request)
   const now = deps.clock.now()
   const db = deps.db.db
-  const { rateLimitMax, rateLimitWindowSeconds, dedupeWindowSeconds, encryptionKey } = deps.config
+  const { dedupeWindowSeconds, encryptionKey } = deps.config
 
   const storedKey = clientKey !== undefined
     ? scopedIdempotencyKey(principal.ownerKey, clientKey)
@@ -100,24 +95,7 @@ async function createOrReplay(deps: CreateServices, principal: Principal, body: 
     if (recent) return { kind: 'replayed', row: recent }
   }
 
-  let rateLimit: RateLimitInfo | undefined
-  if (rateLimitMax > 0) {
-    const windowMs = rateLimitWindowSeconds * 1000
-    const decision = await deps.store.consume(`rl:create:${principal.ownerKey}`, rateLimitMax, windowMs, now)
-    rateLimit = {
-      limit: rateLimitMax,
-      remaining: decision.remaining,
-      windowSeconds: rateLimitWindowSeconds,
-      resetSeconds: Math.ceil(decision.resetMs / 1000),
-    }
-    if (!decision.allowed) {
-      const retryAfter = Math.max(1, rateLimit.resetSeconds)
-      deps.metrics.rateLimited.inc()
-      throw new ApiError('ai_rate_limited', `Too many jobs: at most ${rateLimitMax} every ${rateLimitWindowSeconds} seconds. Try again in ${retryAfter} s.`, {
-        headers: { 'Retry-After': String(retryAfter), ...rateLimitHeaders({ ...rateLimit, resetSeconds: retryAfter }) },
-      })
-    }
-  }
+  const rateLimit = await takeCreateSlot(deps, principal, clientIp, now)
 
   const at = toDbTime(now)
   try {

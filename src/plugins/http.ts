@@ -75,10 +75,17 @@ export const httpPlugin = fp<HttpPluginOptions>(async (app, options) => {
   const textAjv = new Ajv(TEXT_AJV)
   app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? bodyAjv : textAjv).compile(schema))
 
+  // Forwarded headers from a peer outside TRUST_PROXY are ignored (Fastify's trustProxy), so the
+  // client address is the peer's; the first such request says so, naming the setting (SPEC §8).
+  let warnedUntrustedForward = false
   app.addHook('onRequest', async (request, reply) => {
     reply.header('X-Request-Id', request.id)
     reply.header('X-Content-Type-Options', 'nosniff')
     if (request.routeOptions.config.noStore) reply.header('Cache-Control', 'private, no-store')
+    if (!warnedUntrustedForward && request.headers['x-forwarded-for'] !== undefined && request.ip === request.socket.remoteAddress) {
+      warnedUntrustedForward = true
+      request.log.warn({ peer: request.socket.remoteAddress }, 'X-Forwarded-For from a peer outside TRUST_PROXY was ignored: every client counts as the peer\'s address. Set TRUST_PROXY to the reverse proxy\'s address (for example 127.0.0.1).')
+    }
   })
 
   app.removeContentTypeParser('application/json')

@@ -23,6 +23,12 @@ const STREAM_SLOT_TTL_MS = 3 * HEARTBEAT_MS
  */
 export async function eventRoutes(fastify: FastifyInstance): Promise<void> {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
+  // Open streams end when the app closes (SIGTERM): a client reconnects with Last-Event-ID to
+  // another replica instead of holding this one open until its grace runs out.
+  const open = new Set<() => void>()
+  app.addHook('preClose', async () => {
+    for (const end of [...open]) end()
+  })
 
   app.get('/jobs/:id/events', {
     config: { auth: 'user' },
@@ -82,12 +88,14 @@ export async function eventRoutes(fastify: FastifyInstance): Promise<void> {
     function finish(): void {
       if (closed) return
       closed = true
+      open.delete(finish)
       clearInterval(heartbeat)
       unwatch()
       app.store.releaseSlot(slotKey, slot).catch(() => {})
       res.end()
     }
     res.on('close', finish)
+    open.add(finish)
     send(first)
   })
 }

@@ -5,7 +5,8 @@ import type { Principal } from '../auth/principal.js'
 import { listJobs, type JobRow } from '../db/jobs-repository.js'
 import { ApiError } from '../errors.js'
 import { cancelJob } from '../jobs/cancel-job.js'
-import { createJob, rateLimitHeaders } from '../jobs/create-job.js'
+import { createJob } from '../jobs/create-job.js'
+import { rateLimitHeaders } from '../jobs/rate-limit.js'
 import { jobEtag, toJobResponse } from '../jobs/job-response.js'
 import { jobIdOf, readVisibleJob } from '../jobs/read-job.js'
 import { errorResponses, JobIdParams } from '../schemas/common.js'
@@ -51,7 +52,9 @@ export async function jobRoutes(fastify: FastifyInstance): Promise<void> {
     },
   }, async (request, reply) => {
     await mayCreate(request.principal)
-    const result = await createJob(app, request.principal, request.body, request.headers['idempotency-key'], request.id)
+    const result = await createJob(app, request.principal, {
+      body: request.body, headerKey: request.headers['idempotency-key'], requestId: request.id, clientIp: request.ip,
+    })
     if (result.kind === 'replayed') {
       reply.code(200).header('Idempotent-Replayed', 'true').header('Location', jobUrl(result.row.id))
       return sendJob(reply, result.row)

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto'
 import type { Log } from '../logger.js'
 import type { MemoryStore } from './memory-store.js'
 import type { LimitDecision, Store } from './types.js'
@@ -9,6 +10,12 @@ import type { LimitDecision, Store } from './types.js'
 export class ResilientStore implements Store {
   readonly kind = 'redis' as const
   private lastWarn = 0
+  /**
+   * Tags what this process publishes through Redis: it already heard its own messages from
+   * memory, so the copy Redis echoes back is dropped (one delivery per message per process, and
+   * so one database read per change for the streams that follow a job).
+   */
+  private readonly origin = randomBytes(6).toString('hex')
 
   constructor(
     private readonly redis: Store,
@@ -58,13 +65,16 @@ export class ResilientStore implements Store {
   publish(channel: string, message: string): Promise<void> {
     // Local subscribers always hear it; other replicas rely on Redis (or their fallback poll).
     void this.memory.publish(channel, message)
-    return this.either('publish', () => this.redis.publish(channel, message), async () => {})
+    return this.either('publish', () => this.redis.publish(channel, `${this.origin} ${message}`), async () => {})
   }
   async subscribe(channel: string, handler: (message: string) => void): Promise<() => Promise<void>> {
-    // Local events arrive through memory; remote ones through Redis. A message this process
-    // published reaches it twice, which wake-ups and cache drops tolerate.
+    // Local events arrive through memory; remote ones through Redis, minus this process's own.
     const offMemory = await this.memory.subscribe(channel, handler)
-    const offRedis = await this.redis.subscribe(channel, handler)
+    const offRedis = await this.redis.subscribe(channel, (tagged) => {
+      const space = tagged.indexOf(' ')
+      if (space < 0 || tagged.slice(0, space) === this.origin) return
+      handler(tagged.slice(space + 1))
+    })
     return async () => {
       await offMemory()
       await offRedis()
