@@ -16,6 +16,9 @@ export interface HttpPluginOptions {
   bodyTimeoutMs?: number | undefined
 }
 
+/** SPEC §4: a request body that has not arrived within 10 s is dropped with 408. */
+export const BODY_TIMEOUT_MS = 10_000
+
 /** Far deeper than any body the API takes (metadata: 8 levels), far shallower than what overflows a stack. */
 export const MAX_JSON_DEPTH = 64
 
@@ -99,7 +102,7 @@ export const httpPlugin = fp<HttpPluginOptions>(async (app, options) => {
 
   // A client that sends half a body and stalls would hold a connection for minutes: once the
   // body is due for longer than bodyTimeoutMs, the read fails with 408 and the connection closes.
-  const bodyTimeoutMs = options.bodyTimeoutMs ?? 10_000
+  const bodyTimeoutMs = options.bodyTimeoutMs ?? BODY_TIMEOUT_MS
   const timers = new WeakMap<object, NodeJS.Timeout>()
   app.addHook('preParsing', async (request, reply, payload) => {
     const headers = request.headers
