@@ -18,6 +18,8 @@ export interface DatabaseHandle {
   prefix: string
   /** `SELECT VERSION()` on MySQL/MariaDB, `sqlite_version()` on SQLite. */
   serverVersion: string
+  /** `INSERT … RETURNING` works: SQLite and MariaDB (10.5+) have it, MySQL 8 does not. */
+  insertReturning: boolean
   /** MySQL: change the per-query timeout (0 = none, used while migrations run). */
   setQueryTimeout(ms: number): void
   /** The per-query timeout in force. */
@@ -178,7 +180,7 @@ export async function openDatabase(options: DatabaseOptions): Promise<DatabaseHa
   if (dialect === 'sqlite') {
     const { db } = openSqlite(options)
     const row = await sql<{ v: string }>`select sqlite_version() as v`.execute(db)
-    return { db, dialect, prefix: options.prefix, serverVersion: row.rows[0]!.v, setQueryTimeout: () => {}, queryTimeoutMs: () => 0, close: () => db.destroy() }
+    return { db, dialect, prefix: options.prefix, serverVersion: row.rows[0]!.v, insertReturning: true, setQueryTimeout: () => {}, queryTimeoutMs: () => 0, close: () => db.destroy() }
   }
   let current = options.queryTimeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS
   const { db, setQueryTimeout } = openMysql({ ...options, url: options.url.replace(/^mariadb:/, 'mysql:') })
@@ -188,7 +190,7 @@ export async function openDatabase(options: DatabaseOptions): Promise<DatabaseHa
     const version = row.rows[0]!.v
     checkServerVersion(version)
     return {
-      db, dialect, prefix: options.prefix, serverVersion: version,
+      db, dialect, prefix: options.prefix, serverVersion: version, insertReturning: /mariadb/i.test(version),
       setQueryTimeout: (ms) => {
         current = ms
         setQueryTimeout(ms)

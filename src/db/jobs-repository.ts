@@ -1,4 +1,4 @@
-import { sql, type Insertable, type Kysely, type Selectable, type Transaction, type WhereInterface } from 'kysely'
+import { CompiledQuery, sql, type Insertable, type Kysely, type Selectable, type Transaction, type WhereInterface } from 'kysely'
 import type { DatabaseHandle } from './database.js'
 import type { Database, JobStatus, JobsTable } from './schema.js'
 import { toDbTime } from './time.js'
@@ -29,6 +29,41 @@ export async function insertJob(db: Db, job: NewJob): Promise<number> {
   const result = await db.insertInto('ai_jobs').values(job).executeTakeFirstOrThrow()
   // Kysely reports insertId as a bigint; ids stay far below 2^53 and the API returns numbers.
   return Number(result.insertId)
+}
+
+/** The columns a create writes, in the order `insertJobs` binds them. */
+const INSERT_COLUMNS = ['user_id', 'owner_key', 'status', 'input_hash', 'request_json', 'idempotency_key', 'model', 'request_id', 'created_at', 'updated_at', 'run_after'] as const
+export type NewJobRow = Pick<NewJob, (typeof INSERT_COLUMNS)[number]>
+
+const insertSql = new Map<string, string>()
+/** The INSERT text for `rows` rows, built once per size and dialect (the hot path skips the query builder). */
+function insertStatement(handle: DatabaseHandle, rows: number): string {
+  const cacheKey = `${handle.prefix}:${handle.dialect}:${handle.insertReturning}:${rows}`
+  let text = insertSql.get(cacheKey)
+  if (!text) {
+    const q = handle.dialect === 'mysql' ? '`' : '"'
+    const tuple = `(${INSERT_COLUMNS.map(() => '?').join(', ')})`
+    text = `INSERT INTO ${q}${handle.prefix}ai_jobs${q} (${INSERT_COLUMNS.join(', ')}) VALUES ${Array(rows).fill(tuple).join(', ')}`
+      + (handle.insertReturning ? ' RETURNING id, idempotency_key' : '')
+    insertSql.set(cacheKey, text)
+  }
+  return text
+}
+
+/**
+ * Many creates in one multi-row INSERT: one statement, one commit. Resolves to each row's id by
+ * its idempotency key. MariaDB and SQLite say which id each row got (`RETURNING`); MySQL 8 does
+ * not, so its rows are found again by their unique keys. One bad or duplicate row fails the whole
+ * statement and writes nothing; the caller then inserts the rows one by one.
+ */
+export async function insertJobs(handle: DatabaseHandle, jobs: readonly NewJobRow[]): Promise<Map<string, number>> {
+  const params: unknown[] = []
+  for (const job of jobs) for (const column of INSERT_COLUMNS) params.push(job[column])
+  const result = await handle.db.executeQuery<{ id: number; idempotency_key: string }>(CompiledQuery.raw(insertStatement(handle, jobs.length), params))
+  const rows = handle.insertReturning
+    ? result.rows
+    : await handle.db.selectFrom('ai_jobs').select(['id', 'idempotency_key']).where('idempotency_key', 'in', jobs.map((j) => j.idempotency_key)).execute()
+  return new Map(rows.map((r) => [r.idempotency_key, Number(r.id)]))
 }
 
 export async function findJob(db: Db, id: number): Promise<JobRow | undefined> {

@@ -1,19 +1,29 @@
 import { randomBytes } from 'node:crypto'
 import type { Principal } from '../auth/principal.js'
-import { findJob, findJobByKey, insertJob, isDuplicateKey, type JobRow } from '../db/jobs-repository.js'
+import { findJobByKey, isDuplicateKey, type JobRow } from '../db/jobs-repository.js'
 import { fromDbTime, toDbTime } from '../db/time.js'
 import { ApiError } from '../errors.js'
 import type { CreateJobBody } from '../schemas/job.js'
+import type { CreateAdmission } from '../store/types.js'
 import { generatedIdempotencyKey, inputHash, parseJobBody, scopedIdempotencyKey } from './job-request.js'
-import { takeCreateSlot, type RateLimitInfo } from './rate-limit.js'
+import { createWindows, rateLimited, type RateLimitInfo } from './rate-limit.js'
 import { sealRequest } from './request-crypto.js'
 import type { JobServices } from './services.js'
 
-type CreateServices = Pick<JobServices, 'db' | 'store' | 'clock' | 'config' | 'requestRules' | 'pool' | 'jobEvents' | 'metrics'>
+type CreateServices = Pick<JobServices, 'db' | 'createBatcher' | 'store' | 'clock' | 'config' | 'requestRules' | 'pool' | 'jobEvents' | 'metrics'>
 
 export type CreateResult =
   | { kind: 'created'; jobId: number; rateLimit: RateLimitInfo | undefined }
   | { kind: 'replayed'; row: JobRow }
+
+export interface CreateRequest {
+  body: CreateJobBody
+  /** The `Idempotency-Key` header, when sent. */
+  headerKey: string | undefined
+  requestId: string
+  /** The client address as TRUST_PROXY resolves it: visitors are limited per address too. */
+  clientIp: string
+}
 
 /**
  * A stored key was found for this owner's key. Only the caller's own job is ever returned
@@ -29,17 +39,14 @@ function replayOrConflict(row: JobRow, ownerKey: string, hash: string): CreateRe
 }
 
 /**
- * The dedupe window's index lives in the store (Redis, shared by replicas), not in a query: one
- * key per owner and input, pointing at the newest job, expiring with the window. The row is then
- * checked, so a stale or foreign entry never returns a job it should not: same owner and input,
- * inside the window, and neither failed nor canceled (the same input again after a failure means
- * "try again").
+ * The dedupe window's index lives in the store (Redis, shared by replicas): one entry per owner
+ * and input, holding the stored idempotency key of the newest job, expiring with the window. The
+ * row it names is checked, so a stale or foreign entry never returns a job it should not: same
+ * owner and input, inside the window, and neither failed nor canceled (the same input again after
+ * a failure means "try again"). A row not committed yet is no hit either.
  */
-async function findDedupeHit(deps: CreateServices, key: string, ownerKey: string, hash: string, now: number): Promise<JobRow | undefined> {
-  const hit = await deps.store.get(key)
-  const id = hit === null ? Number.NaN : Number(hit)
-  if (!Number.isSafeInteger(id)) return undefined
-  const row = await findJob(deps.db.db, id)
+async function dedupeHit(deps: CreateServices, storedKey: string, ownerKey: string, hash: string, now: number): Promise<JobRow | undefined> {
+  const row = await findJobByKey(deps.db.db, storedKey)
   if (!row || row.owner_key !== ownerKey || row.input_hash !== hash) return undefined
   if (row.status === 'failed' || row.status === 'canceled') return undefined
   if (fromDbTime(row.created_at) < now - deps.config.dedupeWindowSeconds * 1000) return undefined
@@ -50,15 +57,6 @@ async function findDedupeHit(deps: CreateServices, key: string, ownerKey: string
  * Creates a job, or returns the existing one for a replayed key or a duplicate inside the dedupe
  * window (those never count toward the rate limit).
  */
-export interface CreateRequest {
-  body: CreateJobBody
-  /** The `Idempotency-Key` header, when sent. */
-  headerKey: string | undefined
-  requestId: string
-  /** The client address as TRUST_PROXY resolves it: visitors are limited per address too. */
-  clientIp: string
-}
-
 export async function createJob(deps: CreateServices, principal: Principal, create: CreateRequest): Promise<CreateResult> {
   const result = await createOrReplay(deps, principal, create)
   if (result.kind === 'replayed') {
@@ -71,40 +69,64 @@ export async function createJob(deps: CreateServices, principal: Principal, crea
   return result
 }
 
+/**
+ * The create path costs one store round trip (the dedupe lookup and every rate window, in one
+ * script) and a share of one multi-row INSERT; a keyed create also looks its key up first.
+ */
 async function createOrReplay(deps: CreateServices, principal: Principal, { body, headerKey, requestId, clientIp }: CreateRequest): Promise<CreateResult> {
   const { request, clientKey } = parseJobBody(body, deps.requestRules, headerKey)
   const hash = inputHash(request)
   const now = deps.clock.now()
-  const db = deps.db.db
-  const { dedupeWindowSeconds, encryptionKey } = deps.config
-
+  const { config, store } = deps
   const storedKey = clientKey !== undefined
     ? scopedIdempotencyKey(principal.ownerKey, clientKey)
     : generatedIdempotencyKey(principal.ownerKey, hash, request.model, now, randomBytes(16).toString('hex'))
 
   if (clientKey !== undefined) {
-    const existing = await findJobByKey(db, storedKey)
+    const existing = await findJobByKey(deps.db.db, storedKey)
     if (existing) return replayOrConflict(existing, principal.ownerKey, hash)
   }
-  // The dedupe window merges identical requests that carry no key (SPEC §3: "instead"); a client
-  // that sends a new key of its own is asking for a new job, e.g. a "regenerate" button.
-  // Every new job is indexed for the window (keyed ones too); only keyless requests look it up.
-  const dedupeKey = dedupeWindowSeconds > 0 ? `dedupe:${principal.ownerKey}:${hash}` : undefined
-  if (dedupeKey && clientKey === undefined) {
-    const recent = await findDedupeHit(deps, dedupeKey, principal.ownerKey, hash, now)
-    if (recent) return { kind: 'replayed', row: recent }
-  }
 
-  const rateLimit = await takeCreateSlot(deps, principal, clientIp, now)
+  // The dedupe window merges identical requests that carry no key (SPEC §3: "instead"); a client
+  // that sends a new key of its own is asking for a new job, e.g. a "regenerate" button. Every
+  // new job is indexed for the window (keyed ones too); only keyless requests look it up.
+  const dedupe: CreateAdmission['dedupe'] = config.dedupeWindowSeconds > 0
+    ? { key: `dedupe:${principal.ownerKey}:${hash}`, value: storedKey, ttlMs: config.dedupeWindowSeconds * 1000, mode: clientKey === undefined ? 'claim' : 'set' }
+    : undefined
+  const windows = createWindows(config, principal, clientIp)
+  const admission: CreateAdmission = {
+    windows: windows.map(({ key, limit }) => ({ key, limit })),
+    windowMs: config.rateLimitWindowSeconds * 1000,
+    nowMs: now,
+    member: `${storedKey}:${requestId}`,
+    ...(dedupe ? { dedupe } : {}),
+  }
+  let admitted = await store.admitCreate(admission)
+  if (admitted.kind === 'existing') {
+    const recent = await dedupeHit(deps, admitted.value, principal.ownerKey, hash, now)
+    if (recent) return { kind: 'replayed', row: recent }
+    // A stale entry (a failed job, one past the window, one whose insert never landed): this
+    // create takes its place.
+    admitted = await store.admitCreate({ ...admission, dedupe: { ...dedupe!, mode: 'set' } })
+  }
+  if (admitted.kind === 'refused') {
+    deps.metrics.rateLimited.inc()
+    throw rateLimited(windows[admitted.index]!, config.rateLimitWindowSeconds, admitted.resetMs)
+  }
+  if (admitted.kind !== 'admitted') throw new Error('the store answered a dedupe hit to a set')
+  const ownerWindow = config.rateLimitMax > 0 ? admitted.windows[admitted.windows.length - 1] : undefined
+  const rateLimit: RateLimitInfo | undefined = ownerWindow && {
+    limit: config.rateLimitMax, remaining: ownerWindow.remaining, windowSeconds: config.rateLimitWindowSeconds, resetSeconds: Math.ceil(ownerWindow.resetMs / 1000),
+  }
 
   const at = toDbTime(now)
   try {
-    const jobId = await insertJob(db, {
+    const jobId = await deps.createBatcher.insert({
       user_id: principal.userId,
       owner_key: principal.ownerKey,
       status: 'pending',
       input_hash: hash,
-      request_json: sealRequest(JSON.stringify(request), encryptionKey, storedKey),
+      request_json: sealRequest(JSON.stringify(request), config.encryptionKey, storedKey),
       idempotency_key: storedKey,
       model: request.model,
       request_id: requestId,
@@ -112,15 +134,13 @@ async function createOrReplay(deps: CreateServices, principal: Principal, { body
       updated_at: at,
       run_after: at,
     })
-    if (dedupeKey) {
-      // Not awaited: the index is a convenience, and the create should not wait on it.
-      deps.store.set(dedupeKey, String(jobId), dedupeWindowSeconds * 1000).catch(() => {})
-    }
     return { kind: 'created', jobId, rateLimit }
   } catch (err) {
+    // No job came of it: the hits are given back, and the dedupe entry, if still this create's.
+    await store.releaseCreate(admission.windows.map((w) => w.key), admission.member, dedupe && { key: dedupe.key, value: storedKey }).catch(() => {})
     // Two requests with one key raced past the lookup: the loser answers like a replay.
     if (clientKey !== undefined && isDuplicateKey(err)) {
-      const existing = await findJobByKey(db, storedKey)
+      const existing = await findJobByKey(deps.db.db, storedKey)
       if (existing) return replayOrConflict(existing, principal.ownerKey, hash)
     }
     throw err

@@ -48,38 +48,34 @@ export function addressKey(ip: string): string {
   return `${groups.slice(0, 4).map((g) => g.toString(16)).join(':')}::/64`
 }
 
-function refused(message: string, info: RateLimitInfo): ApiError {
-  const retryAfter = Math.max(1, info.resetSeconds)
-  return new ApiError('ai_rate_limited', `${message} Try again in ${retryAfter} s.`, {
-    headers: { 'Retry-After': String(retryAfter), ...rateLimitHeaders({ ...info, resetSeconds: retryAfter }) },
-  })
+/** A rate window a create takes a hit from. */
+export interface CreateWindow {
+  key: string
+  limit: number
+  /** For the refusal's message. */
+  what: string
 }
 
 /**
- * Takes one create from the owner's window (RATE_LIMIT_MAX) and, for a visitor, one from the
- * client address's window (RATE_LIMIT_IP_MAX, across every visitor id from that address, so a
- * bot that mints fresh sids still meets a limit). Throws `429 ai_rate_limited` when either is
- * spent; returns the owner's window for the RateLimit headers.
+ * The windows one create takes a hit from: the client address's (RATE_LIMIT_IP_MAX) for a
+ * visitor, across every visitor id from that address, so a bot that mints fresh sids still meets a
+ * limit; then the owner's (RATE_LIMIT_MAX). The owner's comes last: its numbers are the ones the
+ * RateLimit headers report.
  */
-export async function takeCreateSlot(services: Pick<JobServices, 'store' | 'config' | 'metrics'>, principal: Principal, clientIp: string, nowMs: number): Promise<RateLimitInfo | undefined> {
-  const { rateLimitMax, rateLimitIpMax, rateLimitWindowSeconds } = services.config
-  const windowMs = rateLimitWindowSeconds * 1000
-  const window = (limit: number, decision: { remaining: number; resetMs: number }): RateLimitInfo => ({
-    limit, remaining: decision.remaining, windowSeconds: rateLimitWindowSeconds, resetSeconds: Math.ceil(decision.resetMs / 1000),
+export function createWindows(config: Pick<JobServices['config'], 'rateLimitMax' | 'rateLimitIpMax' | 'rateLimitWindowSeconds'>, principal: Principal, clientIp: string): CreateWindow[] {
+  const windows: CreateWindow[] = []
+  const per = `every ${config.rateLimitWindowSeconds} seconds`
+  if (config.rateLimitIpMax > 0 && principal.ownerKey.startsWith('s:')) {
+    windows.push({ key: `rl:ip:${addressKey(clientIp)}`, limit: config.rateLimitIpMax, what: `Too many jobs from this address: at most ${config.rateLimitIpMax} ${per}.` })
+  }
+  if (config.rateLimitMax > 0) windows.push({ key: `rl:create:${principal.ownerKey}`, limit: config.rateLimitMax, what: `Too many jobs: at most ${config.rateLimitMax} ${per}.` })
+  return windows
+}
+
+/** `429 ai_rate_limited` for the window that is full, with Retry-After and the RateLimit headers. */
+export function rateLimited(window: CreateWindow, windowSeconds: number, resetMs: number): ApiError {
+  const retryAfter = Math.max(1, Math.ceil(resetMs / 1000))
+  return new ApiError('ai_rate_limited', `${window.what} Try again in ${retryAfter} s.`, {
+    headers: { 'Retry-After': String(retryAfter), ...rateLimitHeaders({ limit: window.limit, remaining: 0, windowSeconds, resetSeconds: retryAfter }) },
   })
-  if (rateLimitIpMax > 0 && principal.ownerKey.startsWith('s:')) {
-    const decision = await services.store.consume(`rl:ip:${addressKey(clientIp)}`, rateLimitIpMax, windowMs, nowMs)
-    if (!decision.allowed) {
-      services.metrics.rateLimited.inc()
-      throw refused(`Too many jobs from this address: at most ${rateLimitIpMax} every ${rateLimitWindowSeconds} seconds.`, window(rateLimitIpMax, decision))
-    }
-  }
-  if (rateLimitMax <= 0) return undefined
-  const decision = await services.store.consume(`rl:create:${principal.ownerKey}`, rateLimitMax, windowMs, nowMs)
-  const info = window(rateLimitMax, decision)
-  if (!decision.allowed) {
-    services.metrics.rateLimited.inc()
-    throw refused(`Too many jobs: at most ${rateLimitMax} every ${rateLimitWindowSeconds} seconds.`, info)
-  }
-  return info
 }

@@ -4,6 +4,7 @@ import type { DatabaseHandle } from '../db/database.js'
 import type { Metrics } from '../metrics.js'
 import type { Store } from '../store/types.js'
 import type { WorkerPool } from '../worker/pool.js'
+import type { CreateBatcher } from './create-batcher.js'
 import type { JobEvents } from './job-events.js'
 import type { RequestRules } from './job-request.js'
 
@@ -15,6 +16,7 @@ export interface JobServices {
   config: Readonly<Config>
   clock: Clock
   db: DatabaseHandle
+  createBatcher: CreateBatcher
   store: Store
   metrics: Metrics
   jobEvents: JobEvents

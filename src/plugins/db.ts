@@ -1,11 +1,14 @@
 import fp from 'fastify-plugin'
 import { openDatabase, type DatabaseHandle } from '../db/database.js'
 import { runMigrations } from '../db/migrate.js'
+import { createBatcherFor, type CreateBatcher } from '../jobs/create-batcher.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
     /** The job database: Kysely over MySQL/MariaDB or SQLite, with the WordPress table prefix. */
     db: DatabaseHandle
+    /** Creates arriving together become one multi-row INSERT. */
+    createBatcher: CreateBatcher
   }
 }
 
@@ -21,5 +24,6 @@ export const dbPlugin = fp<DbPluginOptions>(async (app, options) => {
   const handle = options.handle ?? await openDatabase({ url: app.config.databaseUrl, prefix: app.config.tablePrefix })
   if (!options.handle) app.addHook('onClose', () => handle.close())
   app.decorate('db', handle)
+  app.decorate('createBatcher', createBatcherFor(handle))
   if (options.migrate !== false) await runMigrations(handle, () => app.clock.now())
 }, { name: 'db', dependencies: ['config'] })

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events'
-import type { LimitDecision, Store } from './types.js'
+import type { CreateAdmission, CreateAdmissionResult, LimitDecision, Store } from './types.js'
 
 interface Entry {
   value: string
@@ -11,6 +11,8 @@ export class MemoryStore implements Store {
   readonly kind = 'memory' as const
   private readonly values = new Map<string, Entry>()
   private readonly windows = new Map<string, number[]>()
+  /** The create windows: hit times with the member that took them, so a hit can be given back. */
+  private readonly hits = new Map<string, { at: number; member: string }[]>()
   private readonly slots = new Map<string, Map<string, number>>()
   private readonly events = new EventEmitter()
   private readonly sweeper: NodeJS.Timeout
@@ -30,6 +32,38 @@ export class MemoryStore implements Store {
     hits.push(nowMs)
     this.windows.set(key, hits)
     return { allowed: true, remaining: limit - hits.length, resetMs: Math.max(0, hits[0]! + windowMs - nowMs) }
+  }
+
+  async admitCreate(a: CreateAdmission): Promise<CreateAdmissionResult> {
+    if (a.dedupe?.mode === 'claim') {
+      const existing = this.live(a.dedupe.key)
+      if (existing) return { kind: 'existing', value: existing.value }
+    }
+    const windows: { remaining: number; resetMs: number }[] = []
+    const live = a.windows.map((w) => {
+      const hits = (this.hits.get(w.key) ?? []).filter((h) => h.at > a.nowMs - a.windowMs)
+      this.hits.set(w.key, hits)
+      return hits
+    })
+    for (const [index, w] of a.windows.entries()) {
+      const hits = live[index]!
+      if (hits.length >= w.limit) return { kind: 'refused', index, resetMs: Math.max(0, hits[hits.length - w.limit]!.at + a.windowMs - a.nowMs) }
+    }
+    for (const [index, w] of a.windows.entries()) {
+      const hits = live[index]!
+      hits.push({ at: a.nowMs, member: a.member })
+      windows.push({ remaining: w.limit - hits.length, resetMs: Math.max(0, hits[0]!.at + a.windowMs - a.nowMs) })
+    }
+    if (a.dedupe) this.values.set(a.dedupe.key, { value: a.dedupe.value, expiresAt: this.now() + a.dedupe.ttlMs })
+    return { kind: 'admitted', windows }
+  }
+
+  async releaseCreate(windowKeys: string[], member: string, dedupe?: { key: string; value: string }): Promise<void> {
+    for (const key of windowKeys) {
+      const hits = this.hits.get(key)
+      if (hits) this.hits.set(key, hits.filter((h) => h.member !== member))
+    }
+    if (dedupe && this.live(dedupe.key)?.value === dedupe.value) this.values.delete(dedupe.key)
   }
 
   async increment(key: string, ttlMs: number): Promise<number> {
@@ -109,6 +143,9 @@ export class MemoryStore implements Store {
     for (const [k, held] of this.slots) {
       for (const [m, until] of held) if (until <= now) held.delete(m)
       if (held.size === 0) this.slots.delete(k)
+    }
+    for (const [k, hits] of this.hits) {
+      if (hits.length === 0 || hits[hits.length - 1]!.at < now - 86_400_000 * 30) this.hits.delete(k)
     }
     for (const [k, hits] of this.windows) {
       // Windows are at most a day in practice; drop keys idle longer than that.

@@ -1,5 +1,5 @@
 import { Redis } from 'ioredis'
-import type { LimitDecision, Store } from './types.js'
+import type { CreateAdmission, CreateAdmissionResult, LimitDecision, Store } from './types.js'
 
 // Sliding window on a sorted set of hit times: drop hits older than the window, refuse at the
 // limit, otherwise record this hit. One script, so replicas never race between count and add.
@@ -38,10 +38,63 @@ redis.call('PEXPIRE', key, tonumber(ARGV[4]))
 return 1
 `
 
+// A create's dedupe lookup and rate windows in one round trip (Store.admitCreate). KEYS: the n
+// windows, then the dedupe key. ARGV: now, window, member, n, the n limits, then the dedupe mode,
+// value and TTL. Refusals and dedupe hits take nothing, so replays never count.
+const ADMIT_CREATE = `
+local now = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local member = ARGV[3]
+local n = tonumber(ARGV[4])
+local mode = ARGV[5 + n]
+local dkey = KEYS[n + 1]
+if mode == 'claim' then
+  local existing = redis.call('GET', dkey)
+  if existing then return {'existing', existing} end
+end
+local counts = {}
+for i = 1, n do
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - window)
+  local count = redis.call('ZCARD', KEYS[i])
+  local limit = tonumber(ARGV[4 + i])
+  if count >= limit then
+    local edge = redis.call('ZRANGE', KEYS[i], count - limit, count - limit, 'WITHSCORES')
+    return {'refused', i - 1, tonumber(edge[2]) + window - now}
+  end
+  counts[i] = count
+end
+local out = {'admitted'}
+for i = 1, n do
+  redis.call('ZADD', KEYS[i], now, member)
+  redis.call('PEXPIRE', KEYS[i], window)
+  local first = redis.call('ZRANGE', KEYS[i], 0, 0, 'WITHSCORES')
+  out[#out + 1] = tonumber(ARGV[4 + i]) - counts[i] - 1
+  out[#out + 1] = tonumber(first[2]) + window - now
+end
+if mode == 'claim' or mode == 'set' then redis.call('SET', dkey, ARGV[6 + n], 'PX', ARGV[7 + n]) end
+return out
+`
+
+// Gives a create's hits back; drops its dedupe entry only while it still holds this create's value.
+const RELEASE_CREATE = `
+local n = tonumber(ARGV[2])
+for i = 1, n do redis.call('ZREM', KEYS[i], ARGV[1]) end
+if KEYS[n + 1] and redis.call('GET', KEYS[n + 1]) == ARGV[3] then redis.call('DEL', KEYS[n + 1]) end
+return 1
+`
+
+interface ScriptedRedis extends Redis {
+  consumeWindow(key: string, now: number, window: number, limit: number, member: string): Promise<number[]>
+  incrementExpiring(key: string, ttlMs: number): Promise<number>
+  holdSlot(key: string, now: number, member: string, limit: number, ttlMs: number): Promise<number>
+  admitCreate(numKeys: number, ...args: (string | number)[]): Promise<(string | number)[]>
+  releaseCreate(numKeys: number, ...args: (string | number)[]): Promise<number>
+}
+
 /** The shared store on Redis. Commands fail fast while Redis is down (no offline queue). */
 export class RedisStore implements Store {
   readonly kind = 'redis' as const
-  private readonly client: Redis
+  private readonly client: ScriptedRedis
   private subscriber: Redis | undefined
   private readonly handlers = new Map<string, Set<(message: string) => void>>()
   private seq = 0
@@ -54,7 +107,14 @@ export class RedisStore implements Store {
       retryStrategy: (times: number) => Math.min(2_000, 50 * 2 ** times),
       lazyConnect: false,
     }
-    this.client = new Redis(url, options)
+    // Commands issued in one turn of the event loop go out as one pipeline (one write, one read),
+    // which under load is most of them; scripts run by their SHA (EVALSHA), not their text.
+    this.client = new Redis(url, { ...options, enableAutoPipelining: true }) as ScriptedRedis
+    this.client.defineCommand('admitCreate', { lua: ADMIT_CREATE })
+    this.client.defineCommand('consumeWindow', { lua: CONSUME, numberOfKeys: 1 })
+    this.client.defineCommand('incrementExpiring', { lua: INCREMENT, numberOfKeys: 1 })
+    this.client.defineCommand('holdSlot', { lua: HOLD_SLOT, numberOfKeys: 1 })
+    this.client.defineCommand('releaseCreate', { lua: RELEASE_CREATE })
     // Connection errors surface on commands; the event only needs a listener so it is not fatal.
     this.client.on('error', () => {})
     this.subscriberOptions = { ...options, enableOfflineQueue: true, maxRetriesPerRequest: null }
@@ -88,12 +148,12 @@ export class RedisStore implements Store {
 
   async consume(key: string, limit: number, windowMs: number, nowMs: number): Promise<LimitDecision> {
     const member = `${nowMs}:${process.pid}:${this.seq++}:${Math.random()}`
-    const [allowed, remaining, resetMs] = (await this.client.eval(CONSUME, 1, this.k(key), nowMs, windowMs, limit, member)) as number[]
+    const [allowed, remaining, resetMs] = await this.client.consumeWindow(this.k(key), nowMs, windowMs, limit, member)
     return { allowed: allowed === 1, remaining: Number(remaining), resetMs: Math.max(0, Number(resetMs)) }
   }
 
   async increment(key: string, ttlMs: number): Promise<number> {
-    return Number(await this.client.eval(INCREMENT, 1, this.k(key), ttlMs))
+    return Number(await this.client.incrementExpiring(this.k(key), ttlMs))
   }
 
   async get(key: string): Promise<string | null> {
@@ -113,11 +173,29 @@ export class RedisStore implements Store {
   }
 
   async holdSlot(key: string, member: string, limit: number, ttlMs: number, nowMs: number): Promise<boolean> {
-    return Number(await this.client.eval(HOLD_SLOT, 1, this.k(key), nowMs, member, limit, ttlMs)) === 1
+    return Number(await this.client.holdSlot(this.k(key), nowMs, member, limit, ttlMs)) === 1
   }
 
   async releaseSlot(key: string, member: string): Promise<void> {
     await this.client.zrem(this.k(key), member)
+  }
+
+  async admitCreate(a: CreateAdmission): Promise<CreateAdmissionResult> {
+    const keys = [...a.windows.map((w) => this.k(w.key)), ...(a.dedupe ? [this.k(a.dedupe.key)] : [])]
+    const reply = await this.client.admitCreate(
+      keys.length, ...keys, a.nowMs, a.windowMs, a.member, a.windows.length, ...a.windows.map((w) => w.limit),
+      a.dedupe?.mode ?? '', a.dedupe?.value ?? '', a.dedupe?.ttlMs ?? 0,
+    )
+    if (reply[0] === 'existing') return { kind: 'existing', value: String(reply[1]) }
+    if (reply[0] === 'refused') return { kind: 'refused', index: Number(reply[1]), resetMs: Math.max(0, Number(reply[2])) }
+    const windows: { remaining: number; resetMs: number }[] = []
+    for (let i = 1; i < reply.length; i += 2) windows.push({ remaining: Number(reply[i]), resetMs: Math.max(0, Number(reply[i + 1])) })
+    return { kind: 'admitted', windows }
+  }
+
+  async releaseCreate(windowKeys: string[], member: string, dedupe?: { key: string; value: string }): Promise<void> {
+    const keys = [...windowKeys.map((k) => this.k(k)), ...(dedupe ? [this.k(dedupe.key)] : [])]
+    await this.client.releaseCreate(keys.length, ...keys, member, windowKeys.length, dedupe?.value ?? '')
   }
 
   async publish(channel: string, message: string): Promise<void> {

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import type { Log } from '../logger.js'
 import type { MemoryStore } from './memory-store.js'
-import type { LimitDecision, Store } from './types.js'
+import type { CreateAdmission, CreateAdmissionResult, LimitDecision, Store } from './types.js'
 
 /**
  * Redis first, process memory while Redis is down (SPEC §6: creation and reads go on; limits fall
@@ -61,6 +61,12 @@ export class ResilientStore implements Store {
   }
   releaseSlot(key: string, member: string): Promise<void> {
     return this.either('releaseSlot', () => this.redis.releaseSlot(key, member), () => this.memory.releaseSlot(key, member))
+  }
+  admitCreate(admission: CreateAdmission): Promise<CreateAdmissionResult> {
+    return this.either('admitCreate', () => this.redis.admitCreate(admission), () => this.memory.admitCreate(admission))
+  }
+  releaseCreate(windowKeys: string[], member: string, dedupe?: { key: string; value: string }): Promise<void> {
+    return this.either('releaseCreate', () => this.redis.releaseCreate(windowKeys, member, dedupe), () => this.memory.releaseCreate(windowKeys, member, dedupe))
   }
   publish(channel: string, message: string): Promise<void> {
     // Local subscribers always hear it; other replicas rely on Redis (or their fallback poll).

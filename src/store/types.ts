@@ -11,6 +11,30 @@ export interface LimitDecision {
   resetMs: number
 }
 
+/** What a create takes from the store, in one round trip (see `Store.admitCreate`). */
+export interface CreateAdmission {
+  /** Sliding windows to take one hit from, all or none (the owner's; a visitor's address). */
+  windows: { key: string; limit: number }[]
+  windowMs: number
+  nowMs: number
+  /** The hit's identity in the windows, so it can be given back (`releaseCreate`). */
+  member: string
+  /**
+   * The dedupe index entry for this input. `claim`: set it to `value` unless an entry exists,
+   * and when one does, answer it and take nothing (the create may be a replay). `set`: set it
+   * whatever is there (a keyed create, or an entry found stale).
+   */
+  dedupe?: { key: string; value: string; ttlMs: number; mode: 'claim' | 'set' }
+}
+
+export type CreateAdmissionResult =
+  /** Every window took the hit (and the dedupe entry, if any, is this create's). */
+  | { kind: 'admitted'; windows: { remaining: number; resetMs: number }[] }
+  /** Window `index` is full: nothing was taken. */
+  | { kind: 'refused'; index: number; resetMs: number }
+  /** A dedupe entry exists: nothing was taken. */
+  | { kind: 'existing'; value: string }
+
 export interface Store {
   readonly kind: 'redis' | 'memory'
   /**
@@ -31,6 +55,13 @@ export interface Store {
    * (which renews it). Slots whose time ran out are free again, so a crashed holder frees its own.
    */
   holdSlot(key: string, member: string, limit: number, ttlMs: number, nowMs: number): Promise<boolean>
+  /** The dedupe lookup and every rate window of a create, atomically, in one round trip. */
+  admitCreate(admission: CreateAdmission): Promise<CreateAdmissionResult>
+  /**
+   * Gives a create's hits back (it turned out to be a replay, or its insert failed), and drops its
+   * dedupe entry if the entry still holds `dedupe.value`.
+   */
+  releaseCreate(windowKeys: string[], member: string, dedupe?: { key: string; value: string }): Promise<void>
   releaseSlot(key: string, member: string): Promise<void>
   publish(channel: string, message: string): Promise<void>
   /** Returns an unsubscribe function. */

@@ -43,7 +43,7 @@ describe('Redis goes away (SPEC §6): creation and reads go on, limits fall back
     expect(limited.statusCode).toBe(429)
     expect(limited.json().code).toBe('ai_rate_limited')
     const metrics = (await app.inject({ method: 'GET', url: '/metrics' })).body
-    const fallbacks = /ai_gateway_store_fallback_total\{operation="consume"\} (\d+)/.exec(metrics)
+    const fallbacks = /ai_gateway_store_fallback_total\{operation="admitCreate"\} (\d+)/.exec(metrics)
     expect(Number(fallbacks?.[1])).toBeGreaterThanOrEqual(4)
     expect((await app.inject({ method: 'GET', url: '/readyz' })).statusCode).toBe(503)
   })
@@ -55,10 +55,10 @@ describe('Redis goes away (SPEC §6): creation and reads go on, limits fall back
     while ((await ready()) !== 200 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100))
     expect(await ready()).toBe(200)
     // A new owner's window lives in Redis now: no more fallbacks are counted for it.
-    const before = /ai_gateway_store_fallback_total\{operation="consume"\} (\d+)/.exec((await app.inject({ method: 'GET', url: '/metrics' })).body)?.[1]
+    const before = /ai_gateway_store_fallback_total\{operation="admitCreate"\} (\d+)/.exec((await app.inject({ method: 'GET', url: '/metrics' })).body)?.[1]
     const other = await bearer({ sub: '6' })
     expect((await app.inject({ method: 'POST', url: `${BASE}/jobs`, headers: other, payload: { input: 'redis is back' } })).statusCode).toBe(202)
-    const after = /ai_gateway_store_fallback_total\{operation="consume"\} (\d+)/.exec((await app.inject({ method: 'GET', url: '/metrics' })).body)?.[1]
+    const after = /ai_gateway_store_fallback_total\{operation="admitCreate"\} (\d+)/.exec((await app.inject({ method: 'GET', url: '/metrics' })).body)?.[1]
     expect(after).toBe(before)
   })
 })

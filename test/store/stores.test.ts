@@ -36,6 +36,46 @@ describe.each(stores)('%s store', (_name, make) => {
     expect((await store.consume('rl:b', 3, 10_000, t0 + 5000)).allowed).toBe(true)
   })
 
+  it('admitCreate takes a hit from every window or from none, and says which one is full', async () => {
+    const t0 = 1_800_000_000_000
+    const admit = (member: string, at: number, ip = 'rl:ipA') => store.admitCreate({ windows: [{ key: ip, limit: 2 }, { key: 'rl:ownerA', limit: 3 }], windowMs: 10_000, nowMs: at, member })
+    expect(await admit('m1', t0)).toEqual({ kind: 'admitted', windows: [{ remaining: 1, resetMs: 10_000 }, { remaining: 2, resetMs: 10_000 }] })
+    expect(await admit('m2', t0 + 1000)).toMatchObject({ kind: 'admitted', windows: [{ remaining: 0 }, { remaining: 1 }] })
+    // The address window is full: nothing is taken from the owner's either.
+    expect(await admit('m3', t0 + 2000)).toEqual({ kind: 'refused', index: 0, resetMs: 8_000 })
+    expect(await admit('m4', t0 + 2000, 'rl:ipB')).toMatchObject({ kind: 'admitted', windows: [{ remaining: 1 }, { remaining: 0 }] })
+    expect(await admit('m5', t0 + 2000, 'rl:ipC')).toEqual({ kind: 'refused', index: 1, resetMs: 8_000 })
+  })
+
+  it('releaseCreate gives a create\'s hits back', async () => {
+    const t0 = 1_800_000_100_000
+    const admit = (member: string) => store.admitCreate({ windows: [{ key: 'rl:rel', limit: 2 }], windowMs: 10_000, nowMs: t0, member })
+    expect((await admit('a')).kind).toBe('admitted')
+    expect((await admit('b')).kind).toBe('admitted')
+    expect((await admit('c')).kind).toBe('refused')
+    await store.releaseCreate(['rl:rel'], 'a')
+    expect((await admit('c')).kind).toBe('admitted')
+    expect((await admit('d')).kind).toBe('refused')
+  })
+
+  it('admitCreate claims a dedupe entry, answers an existing one without taking a hit, and replaces it on `set`', async () => {
+    const t0 = 1_800_000_200_000
+    const dedupe = (value: string, mode: 'claim' | 'set') => ({ key: 'dedupe:u:1:h', value, ttlMs: 60_000, mode })
+    const admit = (member: string, value: string, mode: 'claim' | 'set') => store.admitCreate({ windows: [{ key: 'rl:dd', limit: 5 }], windowMs: 10_000, nowMs: t0, member, dedupe: dedupe(value, mode) })
+    expect((await admit('m1', 'key-1', 'claim')).kind).toBe('admitted')
+    expect(await admit('m2', 'key-2', 'claim')).toEqual({ kind: 'existing', value: 'key-1' })
+    expect(await admit('m3', 'key-3', 'claim')).toEqual({ kind: 'existing', value: 'key-1' })
+    // Only m1 took a hit: four more fit.
+    expect(await store.admitCreate({ windows: [{ key: 'rl:dd', limit: 5 }], windowMs: 10_000, nowMs: t0, member: 'probe' })).toMatchObject({ kind: 'admitted', windows: [{ remaining: 3 }] })
+    expect((await admit('m4', 'key-4', 'set')).kind).toBe('admitted')
+    expect(await admit('m5', 'key-5', 'claim')).toEqual({ kind: 'existing', value: 'key-4' })
+    // Released with another create's value, the entry stays; with its own, it goes.
+    await store.releaseCreate([], 'm5', { key: 'dedupe:u:1:h', value: 'key-1' })
+    expect(await admit('m6', 'key-6', 'claim')).toEqual({ kind: 'existing', value: 'key-4' })
+    await store.releaseCreate([], 'm4', { key: 'dedupe:u:1:h', value: 'key-4' })
+    expect((await admit('m7', 'key-7', 'claim')).kind).toBe('admitted')
+  })
+
   it('increment counts within a TTL that starts at the first hit', async () => {
     expect(await store.increment('cnt', 60_000)).toBe(1)
     expect(await store.increment('cnt', 60_000)).toBe(2)
