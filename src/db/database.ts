@@ -38,6 +38,8 @@ export interface DatabaseOptions {
 
 /** Far above any statement the gateway runs (they take milliseconds), well below a client's patience. */
 export const DEFAULT_QUERY_TIMEOUT_MS = 10_000
+/** A streamed query (the usage export) may take this long in all. */
+export const STREAM_QUERY_TIMEOUT_MS = 15 * 60_000
 
 class PrefixTransformer extends OperationNodeTransformer {
   constructor(private readonly prefix: string) {
@@ -122,8 +124,10 @@ function withQueryTimeout(pool: Pool, timeoutMs: () => number): MysqlPool {
         const wrapped: MysqlPoolConnection = {
           query: ((sql: string, parameters: unknown[], cb?: (error: unknown, result: unknown) => void) => {
             const timeout = timeoutMs()
+            // A query read as a stream (an export) is paced by its client, so it gets the streaming
+            // bound instead: long enough for any export, still finite if the database goes silent.
+            if (!cb) return conn.query(timeout > 0 ? { sql, timeout: Math.max(timeout, STREAM_QUERY_TIMEOUT_MS) } : { sql }, parameters)
             const query = timeout > 0 ? { sql, timeout } : { sql }
-            if (!cb) return conn.query(query, parameters)
             conn.query(query, parameters, (err: unknown, result: unknown) => {
               if ((err as { code?: string } | null)?.code === 'PROTOCOL_SEQUENCE_TIMEOUT') conn.destroy()
               cb(err, result)
