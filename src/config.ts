@@ -137,13 +137,16 @@ function parseModels(raw: string | undefined): Record<string, ModelConfig> {
     const v = value as Record<string, unknown> | null
     if (!v || typeof v !== 'object') throw new ConfigError('AI_MODELS', `entry "${name}" must be an object`)
     if (!PROVIDERS.includes(v.provider as ProviderName)) throw new ConfigError('AI_MODELS', `entry "${name}" needs provider echo, openai or anthropic`)
-    for (const key of ['max_tokens', 'delay_ms', 'fail_status', 'fail_times'] as const) {
+    for (const key of ['max_tokens', 'delay_ms', 'delta_ms', 'fail_status', 'break_after', 'fail_times'] as const) {
       if (v[key] !== undefined && (typeof v[key] !== 'number' || !Number.isInteger(v[key]) || (v[key] as number) < 0)) {
         throw new ConfigError('AI_MODELS', `entry "${name}": ${key} must be a whole number`)
       }
     }
     for (const key of ['url', 'api_key'] as const) {
       if (v[key] !== undefined && typeof v[key] !== 'string') throw new ConfigError('AI_MODELS', `entry "${name}": ${key} must be a string`)
+    }
+    if (v.fail_status !== undefined && v.break_after !== undefined) {
+      throw new ConfigError('AI_MODELS', `entry "${name}": fail_status and break_after are two ways to fail; set one`)
     }
     models[name] = v as unknown as ModelConfig
   }

@@ -10,6 +10,7 @@ import { PROVIDER_NAMES, type ModelConfig, type Provider, type ProviderName } fr
 export type { ModelConfig, ProviderName } from './types.js'
 export { PROVIDER_NAMES } from './types.js'
 
+const ECHO_OPTIONS = ['delay_ms', 'delta_ms', 'fail_status', 'break_after', 'fail_times'] as const satisfies readonly (keyof EchoOptions)[]
 
 export interface ProviderRegistryOptions {
   /** `AI_PROVIDER` */
@@ -91,9 +92,10 @@ export function createProviderRegistry(options: ProviderRegistryOptions): Provid
   const build = (endpoint: Endpoint, setting: string): { provider: Provider; breaker: CircuitBreaker } => {
     if (endpoint.provider === 'echo') {
       const echo: EchoOptions = {}
-      if (endpoint.echo.delay_ms !== undefined) echo.delay_ms = endpoint.echo.delay_ms
-      if (endpoint.echo.fail_status !== undefined) echo.fail_status = endpoint.echo.fail_status
-      if (endpoint.echo.fail_times !== undefined) echo.fail_times = endpoint.echo.fail_times
+      for (const key of ECHO_OPTIONS) {
+        const value = endpoint.echo[key]
+        if (value !== undefined) echo[key] = value
+      }
       const key = Object.keys(echo).length === 0 ? 'echo' : `echo ${JSON.stringify(echo)}`
       let provider = providers.get(key)
       if (!provider) {
@@ -122,7 +124,7 @@ export function createProviderRegistry(options: ProviderRegistryOptions): Provid
 
   if (!PROVIDER_NAMES.includes(options.defaultProvider)) throw new Error(`AI_PROVIDER: must be one of ${PROVIDER_NAMES.join(', ')}`)
   const defaultEndpoint: Endpoint = { provider: options.defaultProvider, url: options.defaultUrl, apiKey: options.defaultApiKey, maxTokens: undefined, echo: {} }
-  const fallback = build(defaultEndpoint, 'AI_PROVIDER_URL')
+  const defaultEntry = build(defaultEndpoint, 'AI_PROVIDER_URL')
 
   for (const [model, config] of Object.entries(options.models)) {
     if (!PROVIDER_NAMES.includes(config.provider)) throw new Error(`AI_MODELS: model "${model}" has provider "${String(config.provider)}", expected one of ${PROVIDER_NAMES.join(', ')}`)
@@ -141,13 +143,12 @@ export function createProviderRegistry(options: ProviderRegistryOptions): Provid
     resolved.set(model, entry)
   }
 
+  const resolve = (model: string): ResolvedModel => resolved.get(model) ?? { model, ...defaultEntry }
   const allowedModels = [...new Set([...Object.keys(options.models), options.defaultModel])]
   const allowed = new Set(allowedModels)
 
   return {
-    resolve(model: string): ResolvedModel {
-      return resolved.get(model) ?? { model, ...fallback }
-    },
+    resolve,
     allowedModels,
     isAllowed: (model) => allowed.has(model),
     breakers: () => [...breakers.values()],
