@@ -36,11 +36,18 @@ export interface ResolvedModel {
   breaker: CircuitBreaker
   /** The model's configured `max_tokens`, if any (already applied by the provider as default and cap). */
   maxTokens?: number
+  /** The models named by its `fallback` setting, in order (empty when none). */
+  fallback: readonly string[]
 }
 
 export interface ProviderRegistry {
   /** Any model resolves; models not in `AI_MODELS` use the default provider. Validate with `allowedModels` first. */
   resolve(model: string): ResolvedModel
+  /**
+   * The models a job on `model` may run on, in order (SPEC §9): the model itself, then each of
+   * its fallbacks, each followed by its own fallbacks (depth first), every model once.
+   */
+  chain(model: string): ResolvedModel[]
   /** `AI_MODELS` keys plus `AI_DEFAULT_MODEL`. */
   readonly allowedModels: string[]
   isAllowed(model: string): boolean
@@ -138,17 +145,31 @@ export function createProviderRegistry(options: ProviderRegistryOptions): Provid
       echo: config,
     }
     const built = build(endpoint, `AI_MODELS: model "${model}" url`)
-    const entry: ResolvedModel = { model, ...built }
+    const entry: ResolvedModel = { model, ...built, fallback: [...(config.fallback ?? [])] }
     if (config.max_tokens !== undefined) entry.maxTokens = config.max_tokens
     resolved.set(model, entry)
   }
 
-  const resolve = (model: string): ResolvedModel => resolved.get(model) ?? { model, ...defaultEntry }
+  const resolve = (model: string): ResolvedModel => resolved.get(model) ?? { model, ...defaultEntry, fallback: [] }
   const allowedModels = [...new Set([...Object.keys(options.models), options.defaultModel])]
   const allowed = new Set(allowedModels)
 
   return {
     resolve,
+    chain(model: string): ResolvedModel[] {
+      const chain: ResolvedModel[] = []
+      const seen = new Set<string>()
+      // config.ts refuses cycles at start-up; `seen` also keeps a registry built by hand finite.
+      const visit = (name: string): void => {
+        if (seen.has(name)) return
+        seen.add(name)
+        const entry = resolve(name)
+        chain.push(entry)
+        for (const next of entry.fallback) visit(next)
+      }
+      visit(model)
+      return chain
+    },
     allowedModels,
     isAllowed: (model) => allowed.has(model),
     breakers: () => [...breakers.values()],

@@ -9,6 +9,12 @@ export interface ModelConfig extends EchoOptions {
   url?: string
   api_key?: string
   max_tokens?: number
+  /**
+   * Models to run on, in order, when this one fails retryably (after its retries within the
+   * attempt) or its breaker is open, before any text was streamed (SPEC §9). Each named model's
+   * own `fallback` follows it. Validated at start-up: allowed models only, no cycles.
+   */
+  fallback?: string[]
 }
 
 /** Receives a streamed completion's text as it arrives; the pieces joined in order are the output. */
