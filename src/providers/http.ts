@@ -136,15 +136,17 @@ export interface PostEventStreamOptions extends PostJsonOptions {
  * a 2xx stream (SPEC §6 "errors inside a stream"), a broken connection or an end without the
  * terminal event is retryable (`ProviderUnavailable`; undici's idle `bodyTimeout` between two
  * chunks gives `ProviderTimeout`), and every such error carries `spent`.
- * Resolves `{ json }` when the server answered a plain JSON body instead (it ignored `stream`),
+ * Resolves `{ json }` when the server answered `application/json` instead (it ignored `stream`),
  * otherwise `undefined` once the terminal event was read.
  */
 export async function postEventStream(options: PostEventStreamOptions): Promise<{ json: unknown } | undefined> {
   const { provider, signal } = options
   const response = await post(options, 'text/event-stream')
   if (response.statusCode < 200 || response.statusCode >= 300) throw await refusal(options, response)
+  // Anything but JSON is read as a stream: some servers label their streams loosely, and a body
+  // that is no stream (a proxy's error page) holds no terminal event and fails as truncated.
   const contentType = response.headers['content-type']
-  if (!/^\s*text\/event-stream\b/i.test(Array.isArray(contentType) ? contentType[0] ?? '' : contentType ?? '')) {
+  if (/^\s*application\/(?:[\w.+-]+\+)?json\b/i.test(Array.isArray(contentType) ? contentType[0] ?? '' : contentType ?? '')) {
     return { json: await readJson(options, response) }
   }
   const parser = new SseParser()

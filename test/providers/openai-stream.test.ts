@@ -104,6 +104,16 @@ describe('openai provider, streaming', () => {
     expect(result).toMatchObject({ output: 'all at once', usage: { input_tokens: 2, output_tokens: 3 }, usageReported: true })
   })
 
+  it('a 200 that is neither JSON nor a stream (a proxy page) is a retryable failure that may have cost tokens', async () => {
+    const { provider } = await setup((_seen, res) => {
+      res.writeHead(200, { 'content-type': 'text/html' })
+      res.end('<html>maintenance</html>')
+    })
+    const { error, deltas } = await streamed(provider)
+    expect(error).toSatisfy((e) => e instanceof ProviderUnavailable && e.retryable && e.spent?.reported === false)
+    expect(deltas).toEqual([])
+  })
+
   describe('a stream that breaks partway is a retryable error that may have cost tokens', () => {
     const events = openAiStream(['one', ' two', ' three'])
     const firstTwo = throughEventWith(events, '" two"')
