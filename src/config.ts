@@ -139,7 +139,7 @@ function parseModels(raw: string | undefined): Record<string, ModelConfig> {
     const v = value as Record<string, unknown> | null
     if (!v || typeof v !== 'object') throw new ConfigError('AI_MODELS', `entry "${name}" must be an object`)
     if (!PROVIDERS.includes(v.provider as ProviderName)) throw new ConfigError('AI_MODELS', `entry "${name}" needs provider echo, openai or anthropic`)
-    for (const key of ['max_tokens', 'delay_ms', 'fail_status', 'fail_times'] as const) {
+    for (const key of ['max_tokens', 'delay_ms', 'delta_ms', 'fail_status', 'break_after', 'fail_times'] as const) {
       if (v[key] !== undefined && (typeof v[key] !== 'number' || !Number.isInteger(v[key]) || (v[key] as number) < 0)) {
         throw new ConfigError('AI_MODELS', `entry "${name}": ${key} must be a whole number`)
       }
@@ -147,9 +147,40 @@ function parseModels(raw: string | undefined): Record<string, ModelConfig> {
     for (const key of ['url', 'api_key'] as const) {
       if (v[key] !== undefined && typeof v[key] !== 'string') throw new ConfigError('AI_MODELS', `entry "${name}": ${key} must be a string`)
     }
+    if (v.fail_status !== undefined && v.break_after !== undefined) {
+      throw new ConfigError('AI_MODELS', `entry "${name}": fail_status and break_after are two ways to fail; set one`)
+    }
+    if (v.fallback !== undefined && (!Array.isArray(v.fallback) || v.fallback.some((m) => typeof m !== 'string' || m === ''))) {
+      throw new ConfigError('AI_MODELS', `entry "${name}": fallback must be an array of model names`)
+    }
     models[name] = v as unknown as ModelConfig
   }
   return models
+}
+
+/**
+ * Fallback chains (SPEC §9): each name must be an allowed model (an `AI_MODELS` key or
+ * `AI_DEFAULT_MODEL`) other than the entry itself, and following fallbacks from any model must
+ * never come back to it (a cycle would make one failing attempt go round for ever).
+ */
+function checkFallbacks(models: Record<string, ModelConfig>, defaultModel: string): void {
+  const allowed = new Set([...Object.keys(models), defaultModel])
+  for (const [name, entry] of Object.entries(models)) {
+    for (const next of entry.fallback ?? []) {
+      if (next === name) throw new ConfigError('AI_MODELS', `entry "${name}": fallback names the model itself`)
+      if (!allowed.has(next)) throw new ConfigError('AI_MODELS', `entry "${name}": fallback "${next}" is not an allowed model (the AI_MODELS keys and AI_DEFAULT_MODEL)`)
+    }
+  }
+  // Depth-first search; `path` holds the models on the way, so meeting one of them again is a cycle.
+  const done = new Set<string>()
+  const visit = (name: string, path: string[]): void => {
+    const at = path.indexOf(name)
+    if (at >= 0) throw new ConfigError('AI_MODELS', `fallbacks form a cycle: ${[...path.slice(at), name].join(' → ')}`)
+    if (done.has(name)) return
+    for (const next of models[name]?.fallback ?? []) visit(next, [...path, name])
+    done.add(name)
+  }
+  for (const name of Object.keys(models)) visit(name, [])
 }
 
 /** Builds a mysql:// URL from wp-config's DB_* constants. */
@@ -228,6 +259,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
   const models = parseModels(source.AI_MODELS)
   const defaultModel = source.AI_DEFAULT_MODEL || (provider === 'echo' ? 'echo' : '')
   if (!defaultModel) throw new ConfigError('AI_DEFAULT_MODEL', `is required when AI_PROVIDER is ${provider}`)
+  checkFallbacks(models, defaultModel)
 
   const workerUrl = urlValue(source, 'AI_WORKER_URL', ['http:', 'https:'])
   const webhookSecrets = listValue(source.AI_WEBHOOK_SECRET)

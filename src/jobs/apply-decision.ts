@@ -4,24 +4,32 @@ import { finishJob, finishJobs, markDispatched, requeueJob, type JobRow, type Ou
 import type { Log } from '../logger.js'
 import { jobBackoffMs } from '../worker/backoff.js'
 import { FinishBatcher } from '../worker/finish-batcher.js'
+import type { AttemptUsage } from '../providers/types.js'
+
+export type { AttemptUsage, CallUsage } from '../providers/types.js'
 
 /**
  * What running one claimed job decided. It is written here, fenced on the lease, so an executor
  * never touches the database itself.
+ *
+ * `usage`, on the decisions that follow provider calls, is what every call of the attempt cost
+ * (retries, broken streams and fallbacks included), each at its own model, for the budgets to
+ * settle (SPEC §8). It is not written to the row: `input_tokens`/`output_tokens` there stay the
+ * answering call's usage.
  */
 export type JobDecision =
-  | { kind: 'finish'; outcome: Outcome }
+  | { kind: 'finish'; outcome: Outcome; usage?: AttemptUsage }
   /**
    * A retryable failure: the attempt is spent and the job runs again after the job-level backoff,
    * or after `retryAfterMs` when the provider asked for longer; `failed` once attempts run out.
    */
-  | { kind: 'retry'; errorText: string; resultJson?: string | null; retryAfterMs?: number }
+  | { kind: 'retry'; errorText: string; resultJson?: string | null; retryAfterMs?: number; usage?: AttemptUsage }
   /** Put back without spending the attempt (an open breaker, shutdown), not before `runAfterMs`. */
-  | { kind: 'release'; runAfterMs: number; reason: string }
+  | { kind: 'release'; runAfterMs: number; reason: string; usage?: AttemptUsage }
   /** External mode: the worker accepted the job; it stays `running` until its webhook or `waitMs`. */
   | { kind: 'dispatched'; waitMs: number }
-  /** Nothing to write: the job was canceled or its lease is gone. */
-  | { kind: 'drop'; reason: string }
+  /** Nothing to write: the job was canceled or its lease is gone (the calls made still cost `usage`). */
+  | { kind: 'drop'; reason: string; usage?: AttemptUsage }
 
 export interface DecisionWriterOptions {
   db: DatabaseHandle

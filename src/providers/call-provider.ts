@@ -1,8 +1,9 @@
 import { toError } from '../errors.js'
 import type { CircuitBreaker } from './circuit-breaker.js'
+import type { DeltaStream } from './delta-stream.js'
 import { BreakerOpen, ProviderAborted, ProviderError, ProviderRejected } from './errors.js'
 import { withRetries, type RetryOptions } from './retry.js'
-import type { Provider, ProviderRequest, ProviderResult } from './types.js'
+import type { AttemptUsage, CallUsage, Provider, ProviderRequest, ProviderResult } from './types.js'
 
 export { BreakerOpen } from './errors.js'
 
@@ -11,7 +12,19 @@ export { BreakerOpen } from './errors.js'
  * between tries are filled in here. `signal` is aborted on cancel, shutdown and a lost lease, and
  * replaces any signal on the request.
  */
-export type CallProviderOptions = Omit<RetryOptions, 'provider' | 'shouldRetry'>
+export type CallProviderOptions = Omit<RetryOptions, 'provider' | 'shouldRetry'> & {
+  /** Stream every try into this (see `DeltaStream` for the reset rule); without it nothing streams. */
+  deltas?: DeltaStream
+  /**
+   * Receives the usage of each try that cost tokens or may have: every answer, and every failure
+   * that carries `spent` (a broken stream, a timeout while the model ran). Refusals (non-2xx) and
+   * failures to connect cost nothing and add nothing.
+   */
+  usage?: CallUsage[]
+}
+
+/** The provider request `callProvider` completes: the signal and the delta sink come from its options. */
+export type CallRequest = Omit<ProviderRequest, 'signal' | 'onDelta'>
 
 export interface CallProviderResult {
   result: ProviderResult
@@ -31,15 +44,16 @@ export interface CallProviderResult {
  * 3. every try is reported to the breaker: a retryable error is a failure; any answer, a
  *    terminal 4xx included, is a success (the provider is reachable); an abort is neutral.
  *    Retries stop early when the breaker opens meanwhile.
+ * With `options.deltas` every try streams; a retry after a try that sent text resets it first.
  * Throws the classified `ProviderError` (terminal, aborted, or the last retryable one).
  */
 export async function callProvider(
   resolved: { provider: Provider; breaker: CircuitBreaker },
-  request: Omit<ProviderRequest, 'signal'>,
+  request: CallRequest,
   options: CallProviderOptions,
 ): Promise<CallProviderResult> {
   const { provider, breaker } = resolved
-  const { clock, signal } = options
+  const { clock, signal, deltas, usage, ...retry } = options
   if (signal.aborted) throw new ProviderAborted(provider.name, { cause: signal.reason })
   const now = clock.now()
   if (!breaker.canRun(now)) throw new BreakerOpen(provider.name, breaker.key, breaker.retryAt(now), now)
@@ -55,14 +69,17 @@ export async function callProvider(
         tries = tryIndex + 1
         const tryStarted = clock.now()
         reported = false
+        deltas?.beginTry()
         try {
-          const answer = await provider.complete({ ...request, signal })
+          const answer = await provider.complete({ ...request, signal, ...(deltas ? { onDelta: deltas.push } : {}) })
+          usage?.push({ model: request.model, ...answer.usage, reported: answer.usageReported })
           providerMs = clock.now() - tryStarted
           breaker.onSuccess()
           reported = true
           return answer
         } catch (caught) {
           const error = toError(caught)
+          if (error instanceof ProviderError && error.spent) usage?.push({ model: request.model, ...error.spent.usage, reported: error.spent.reported })
           if (error instanceof ProviderRejected && error.status !== undefined) breaker.onSuccess()
           else if (error instanceof ProviderError && error.retryable) breaker.onFailure(clock.now())
           else breaker.onNeutral()
@@ -70,11 +87,16 @@ export async function callProvider(
           throw error
         }
       },
-      { ...options, provider: provider.name, shouldRetry: () => breaker.state === 'closed' },
+      { ...retry, clock, signal, provider: provider.name, shouldRetry: () => breaker.state === 'closed' },
     )
     return { result, providerMs, totalMs: clock.now() - started, tries }
   } finally {
     // An abort during a backoff wait leaves a half-open probe reserved; free it.
     if (!reported) breaker.onNeutral()
   }
+}
+
+/** The usage of an attempt from the calls `callProvider` recorded (see `CallProviderOptions.usage`). */
+export function attemptUsage(calls: readonly CallUsage[]): AttemptUsage {
+  return { calls: calls.map((c) => ({ ...c })), unmetered: calls.filter((c) => !c.reported).length }
 }

@@ -10,8 +10,23 @@
  *   fault: never retried and never counted by the circuit breaker.
  * - `BreakerOpen`: the circuit breaker refused the call before anything was sent. Deliberately
  *   not a `ProviderError`: the pool leaves the job waiting and spends no attempt.
+ *
+ * A failed call may still have cost tokens (a stream that broke after its first deltas, a wait
+ * for the answer that timed out while the model ran): such errors carry `spent`, which budgets
+ * settle (SPEC §8).
  */
 import { toError } from '../errors.js'
+import type { ProviderUsage } from './types.js'
+
+/** What a failed call may have cost: the usage the provider reported before it failed, if any. */
+export interface SpentUsage {
+  usage: ProviderUsage
+  /** False when the call ended before the provider reported its final usage (charged its reservation). */
+  reported: boolean
+}
+
+/** A call that may have run but reported nothing. */
+export const UNREPORTED: Readonly<SpentUsage> = Object.freeze({ usage: Object.freeze({ input_tokens: 0, output_tokens: 0 }), reported: false })
 
 export interface ProviderErrorOptions {
   /** HTTP status the provider answered with, when there was an answer. */
@@ -29,6 +44,12 @@ export class ProviderError extends Error {
   readonly providerCode: string | undefined
   readonly retryable: boolean
   readonly retryAfterMs: number | undefined
+  /**
+   * Set when the provider ran the call, or may have, before it failed: it had accepted it (a 2xx)
+   * or the failure cannot rule out that it reached the provider. Unset when the provider refused
+   * it (any non-2xx answer) or it never left (a refused connection, DNS): nothing was spent.
+   */
+  spent: SpentUsage | undefined
 
   constructor(provider: string, message: string, retryable: boolean, options: ProviderErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause })
@@ -38,6 +59,7 @@ export class ProviderError extends Error {
     this.providerCode = options.providerCode
     this.retryable = retryable
     this.retryAfterMs = options.retryAfterMs
+    this.spent = undefined
   }
 }
 
@@ -200,6 +222,29 @@ export function classifyHttpError(provider: string, status: number, headers: Hea
   if (status === 408) return new ProviderTimeout(provider, message, options)
   if (status >= 500) return new ProviderUnavailable(provider, message, options)
   return new ProviderRejected(provider, message, options)
+}
+
+/**
+ * Failures that prove the request never reached the provider: no connection was made, or we
+ * refused to send it. Anything else (a reset, a timeout waiting for the answer, an abort) may have
+ * come after the provider started on it.
+ */
+const NEVER_SENT_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_INVALID_ARG', 'UND_ERR_NOT_SUPPORTED', 'ERR_INVALID_URL'])
+
+/** True when a thrown transport error proves that the request never reached the provider. */
+export function neverSent(caught: unknown): boolean {
+  const code = (caught as { code?: unknown } | null)?.code
+  return typeof code === 'string' && NEVER_SENT_CODES.has(code)
+}
+
+/**
+ * A retryable error inside a 2xx event stream (SPEC §6 "errors inside a stream"): the stream
+ * broke off, ended without its terminal event, carried an `error` event, or held data that is
+ * not JSON. `providerCode` is the provider's error type for an error event (`overloaded_error`),
+ * else `stream_broken`.
+ */
+export function streamBroken(provider: string, detail: string, options: { providerCode?: string; cause?: unknown } = {}): ProviderUnavailable {
+  return new ProviderUnavailable(provider, `${provider}: stream broke off: ${detail}`, { providerCode: options.providerCode ?? 'stream_broken', cause: options.cause })
 }
 
 const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'ETIMEDOUT'])

@@ -1,10 +1,14 @@
 import { Agent, request, type Dispatcher } from 'undici'
-import { classifyHttpError, classifyTransportError, ProviderUnavailable } from './errors.js'
+import { classifyHttpError, classifyTransportError, neverSent, ProviderError, ProviderUnavailable, streamBroken, UNREPORTED } from './errors.js'
+import { SseParser, type SseEvent } from './sse.js'
 
 /**
  * undici timeouts for provider calls. `headersMs` bounds the wait for the first byte of the
  * answer (a non-streaming completion arrives all at once, so this is the model's thinking time);
- * `bodyMs` is undici's idle time between body chunks, not a total.
+ * `bodyMs` is undici's idle time between body chunks, not a total. A stream's headers come at
+ * once and its thinking happens between events, so `bodyMs` must outlast the longest pause a
+ * model makes before or between tokens: it is twice `headersMs` (Anthropic also sends `ping`
+ * events while it works, which count as chunks).
  */
 export interface ProviderTimeouts {
   connectMs: number
@@ -54,36 +58,129 @@ export interface PostJsonOptions {
 }
 
 /**
+ * A transport failure, classified. It carries `spent` (the provider may have run the call) unless
+ * it proves that the request never reached the provider.
+ */
+function transportError(provider: string, caught: unknown, signal: AbortSignal): ProviderError {
+  const error = classifyTransportError(provider, caught, signal)
+  if (!neverSent(caught)) error.spent ??= UNREPORTED
+  return error
+}
+
+async function post(options: PostJsonOptions, accept: string): Promise<Dispatcher.ResponseData> {
+  try {
+    return await request(options.url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept, ...options.headers },
+      body: JSON.stringify(options.body),
+      signal: options.signal,
+      dispatcher: options.dispatcher,
+    })
+  } catch (caught) {
+    throw transportError(options.provider, caught, options.signal)
+  }
+}
+
+/** A non-2xx answer, classified (`classifyHttpError`); nothing was spent, the provider refused it. */
+async function refusal(options: PostJsonOptions, response: Dispatcher.ResponseData): Promise<ProviderError> {
+  let text: string
+  try {
+    text = await response.body.text()
+  } catch (caught) {
+    return classifyTransportError(options.provider, caught, options.signal)
+  }
+  return classifyHttpError(options.provider, response.statusCode, response.headers, text, options.now())
+}
+
+/** Reads and parses a 2xx JSON body; a failure carries `spent`, since the provider answered. */
+async function readJson(options: PostJsonOptions, response: Dispatcher.ResponseData): Promise<unknown> {
+  const { provider, signal } = options
+  let text: string
+  try {
+    text = await response.body.text()
+  } catch (caught) {
+    throw transportError(provider, caught, signal)
+  }
+  try {
+    return JSON.parse(text) as unknown
+  } catch (caught) {
+    const error = new ProviderUnavailable(provider, `${provider}: HTTP ${response.statusCode} with a body that is not JSON`, { status: response.statusCode, cause: caught })
+    error.spent = UNREPORTED
+    throw error
+  }
+}
+
+/**
  * POSTs JSON and returns the parsed 2xx body. Every failure is a `ProviderError`: non-2xx via
  * `classifyHttpError`, transport failures via `classifyTransportError`, and a 2xx body that is
  * not JSON as `ProviderUnavailable` (a proxy's error page or a truncated answer).
  * Passing `signal` to undici makes an abort destroy the socket, so the server sees the close.
  */
 export async function postJson(options: PostJsonOptions): Promise<unknown> {
+  const response = await post(options, 'application/json')
+  if (response.statusCode < 200 || response.statusCode >= 300) throw await refusal(options, response)
+  return readJson(options, response)
+}
+
+export interface PostEventStreamOptions extends PostJsonOptions {
+  /**
+   * Takes each event as it arrives; returns true for the stream's terminal event, after which
+   * nothing more is read. A throw ends the stream there (the socket is closed) with that error.
+   */
+  onEvent: (event: SseEvent) => boolean
+}
+
+/**
+ * POSTs JSON asking for a `text/event-stream` answer and feeds its events to `onEvent` as they
+ * arrive. Non-2xx answers and failures before the answer are classified as in `postJson`. Inside
+ * a 2xx stream (SPEC §6 "errors inside a stream"), a broken connection or an end without the
+ * terminal event is retryable (`ProviderUnavailable`; undici's idle `bodyTimeout` between two
+ * chunks gives `ProviderTimeout`), and every such error carries `spent`.
+ * Resolves `{ json }` when the server answered `application/json` instead (it ignored `stream`),
+ * otherwise `undefined` once the terminal event was read.
+ */
+export async function postEventStream(options: PostEventStreamOptions): Promise<{ json: unknown } | undefined> {
   const { provider, signal } = options
-  let statusCode: number
-  let headers: Record<string, string | string[] | undefined>
-  let text: string
-  try {
-    const response = await request(options.url, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', accept: 'application/json', ...options.headers },
-      body: JSON.stringify(options.body),
-      signal,
-      dispatcher: options.dispatcher,
-    })
-    statusCode = response.statusCode
-    headers = response.headers
-    text = await response.body.text()
-  } catch (caught) {
-    throw classifyTransportError(provider, caught, signal)
+  const response = await post(options, 'text/event-stream')
+  if (response.statusCode < 200 || response.statusCode >= 300) throw await refusal(options, response)
+  // Anything but JSON is read as a stream: some servers label their streams loosely, and a body
+  // that is no stream (a proxy's error page) holds no terminal event and fails as truncated.
+  const contentType = response.headers['content-type']
+  if (/^\s*application\/(?:[\w.+-]+\+)?json\b/i.test(Array.isArray(contentType) ? contentType[0] ?? '' : contentType ?? '')) {
+    return { json: await readJson(options, response) }
   }
-  if (statusCode < 200 || statusCode >= 300) throw classifyHttpError(provider, statusCode, headers, text, options.now())
+  const parser = new SseParser()
+  let handlerFailed = false
   try {
-    return JSON.parse(text) as unknown
+    // Leaving this loop early (the terminal event, or a throw) destroys the body, and with it the
+    // socket unless the answer had already ended.
+    for await (const chunk of response.body) {
+      for (const event of parser.push(chunk as Buffer)) {
+        let terminal: boolean
+        try {
+          terminal = options.onEvent(event)
+        } catch (caught) {
+          handlerFailed = true
+          throw caught
+        }
+        if (terminal) return undefined
+      }
+    }
   } catch (caught) {
-    throw new ProviderUnavailable(provider, `${provider}: HTTP ${statusCode} with a body that is not JSON`, { status: statusCode, cause: caught })
+    if (caught instanceof ProviderError) {
+      caught.spent ??= UNREPORTED
+      throw caught
+    }
+    // Not the stream's fault (a bug in the handler or its sink): thrown as it is, never retried.
+    if (handlerFailed) throw caught
+    const error = classifyTransportError(provider, caught, signal)
+    const broken = error instanceof ProviderUnavailable ? streamBroken(provider, error.message.replace(`${provider}: `, ''), { cause: caught }) : error
+    broken.spent = UNREPORTED
+    throw broken
   }
+  const truncated = streamBroken(provider, 'the answer ended without its terminal event')
+  truncated.spent = UNREPORTED
+  throw truncated
 }
 
 /** Narrowing helpers for provider answers, which are untrusted JSON. */

@@ -10,6 +10,7 @@ import { PROVIDER_NAMES, type ModelConfig, type Provider, type ProviderName } fr
 export type { ModelConfig, ProviderName } from './types.js'
 export { PROVIDER_NAMES } from './types.js'
 
+const ECHO_OPTIONS = ['delay_ms', 'delta_ms', 'fail_status', 'break_after', 'fail_times'] as const satisfies readonly (keyof EchoOptions)[]
 
 export interface ProviderRegistryOptions {
   /** `AI_PROVIDER` */
@@ -35,11 +36,18 @@ export interface ResolvedModel {
   breaker: CircuitBreaker
   /** The model's configured `max_tokens`, if any (already applied by the provider as default and cap). */
   maxTokens?: number
+  /** The models named by its `fallback` setting, in order (empty when none). */
+  fallback: readonly string[]
 }
 
 export interface ProviderRegistry {
   /** Any model resolves; models not in `AI_MODELS` use the default provider. Validate with `allowedModels` first. */
   resolve(model: string): ResolvedModel
+  /**
+   * The models a job on `model` may run on, in order (SPEC §9): the model itself, then each of
+   * its fallbacks, each followed by its own fallbacks (depth first), every model once.
+   */
+  chain(model: string): ResolvedModel[]
   /** `AI_MODELS` keys plus `AI_DEFAULT_MODEL`. */
   readonly allowedModels: string[]
   isAllowed(model: string): boolean
@@ -91,9 +99,10 @@ export function createProviderRegistry(options: ProviderRegistryOptions): Provid
   const build = (endpoint: Endpoint, setting: string): { provider: Provider; breaker: CircuitBreaker } => {
     if (endpoint.provider === 'echo') {
       const echo: EchoOptions = {}
-      if (endpoint.echo.delay_ms !== undefined) echo.delay_ms = endpoint.echo.delay_ms
-      if (endpoint.echo.fail_status !== undefined) echo.fail_status = endpoint.echo.fail_status
-      if (endpoint.echo.fail_times !== undefined) echo.fail_times = endpoint.echo.fail_times
+      for (const key of ECHO_OPTIONS) {
+        const value = endpoint.echo[key]
+        if (value !== undefined) echo[key] = value
+      }
       const key = Object.keys(echo).length === 0 ? 'echo' : `echo ${JSON.stringify(echo)}`
       let provider = providers.get(key)
       if (!provider) {
@@ -122,7 +131,7 @@ export function createProviderRegistry(options: ProviderRegistryOptions): Provid
 
   if (!PROVIDER_NAMES.includes(options.defaultProvider)) throw new Error(`AI_PROVIDER: must be one of ${PROVIDER_NAMES.join(', ')}`)
   const defaultEndpoint: Endpoint = { provider: options.defaultProvider, url: options.defaultUrl, apiKey: options.defaultApiKey, maxTokens: undefined, echo: {} }
-  const fallback = build(defaultEndpoint, 'AI_PROVIDER_URL')
+  const defaultEntry = build(defaultEndpoint, 'AI_PROVIDER_URL')
 
   for (const [model, config] of Object.entries(options.models)) {
     if (!PROVIDER_NAMES.includes(config.provider)) throw new Error(`AI_MODELS: model "${model}" has provider "${String(config.provider)}", expected one of ${PROVIDER_NAMES.join(', ')}`)
@@ -136,17 +145,30 @@ export function createProviderRegistry(options: ProviderRegistryOptions): Provid
       echo: config,
     }
     const built = build(endpoint, `AI_MODELS: model "${model}" url`)
-    const entry: ResolvedModel = { model, ...built }
+    const entry: ResolvedModel = { model, ...built, fallback: [...(config.fallback ?? [])] }
     if (config.max_tokens !== undefined) entry.maxTokens = config.max_tokens
     resolved.set(model, entry)
   }
 
+  const resolve = (model: string): ResolvedModel => resolved.get(model) ?? { model, ...defaultEntry, fallback: [] }
   const allowedModels = [...new Set([...Object.keys(options.models), options.defaultModel])]
   const allowed = new Set(allowedModels)
 
   return {
-    resolve(model: string): ResolvedModel {
-      return resolved.get(model) ?? { model, ...fallback }
+    resolve,
+    chain(model: string): ResolvedModel[] {
+      const chain: ResolvedModel[] = []
+      const seen = new Set<string>()
+      // config.ts refuses cycles at start-up; `seen` also keeps a registry built by hand finite.
+      const visit = (name: string): void => {
+        if (seen.has(name)) return
+        seen.add(name)
+        const entry = resolve(name)
+        chain.push(entry)
+        for (const next of entry.fallback) visit(next)
+      }
+      visit(model)
+      return chain
     },
     allowedModels,
     isAllowed: (model) => allowed.has(model),

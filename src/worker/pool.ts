@@ -224,7 +224,7 @@ export class WorkerPool {
     // A call cut short by the shutdown may have ended as an error: that is not the provider's
     // fault, so the attempt is given back. A finished (or accepted, or dropped) job stays as it is.
     if (entry.reason === 'shutdown' && decision.kind === 'retry') {
-      decision = { kind: 'release', runAfterMs: this.options.clock.now(), reason: 'shutdown' }
+      decision = { kind: 'release', runAfterMs: this.options.clock.now(), reason: 'shutdown', ...(decision.usage ? { usage: decision.usage } : {}) }
     }
     // The lease stays renewed while this runs (the job is still in `running`), so a short database
     // outage does not cost a provider call that already succeeded.

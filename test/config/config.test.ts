@@ -215,3 +215,36 @@ describe('src/server.ts with a bad setting', () => {
     expect(failure.stdout).toBe('')
   })
 })
+
+describe('AI_MODELS fallbacks and streaming options', () => {
+  const models = (entries: Record<string, unknown>) => ({ AI_MODELS: JSON.stringify(entries) })
+
+  it('accepts a chain of allowed models, the default model included, and keeps it in order', () => {
+    const config = loadConfig({
+      AI_DEFAULT_MODEL: 'echo',
+      ...models({
+        main: { provider: 'echo', fallback: ['backup', 'echo'] },
+        backup: { provider: 'echo', fallback: ['echo'], delta_ms: 5, break_after: 2, fail_times: 1 },
+      }),
+    })
+    expect(config.models.main!.fallback).toEqual(['backup', 'echo'])
+    expect(config.models.backup).toMatchObject({ delta_ms: 5, break_after: 2, fail_times: 1 })
+  })
+
+  it.each([
+    ['an unknown model', { main: { provider: 'echo', fallback: ['nowhere'] } }, 'entry "main": fallback "nowhere" is not an allowed model'],
+    ['the model itself', { main: { provider: 'echo', fallback: ['main'] } }, 'entry "main": fallback names the model itself'],
+    ['a cycle of two', { a: { provider: 'echo', fallback: ['b'] }, b: { provider: 'echo', fallback: ['a'] } }, 'fallbacks form a cycle: a → b → a'],
+    ['a longer cycle', { a: { provider: 'echo', fallback: ['echo', 'b'] }, b: { provider: 'echo', fallback: ['c'] }, c: { provider: 'echo', fallback: ['b'] } }, 'fallbacks form a cycle: b → c → b'],
+    ['a string instead of a list', { main: { provider: 'echo', fallback: 'echo' } }, 'entry "main": fallback must be an array of model names'],
+    ['a list holding a number', { main: { provider: 'echo', fallback: [3] } }, 'entry "main": fallback must be an array of model names'],
+    ['two ways to fail', { main: { provider: 'echo', fail_status: 503, break_after: 1 } }, 'entry "main": fail_status and break_after are two ways to fail; set one'],
+    ['a fractional delta_ms', { main: { provider: 'echo', delta_ms: 1.5 } }, 'entry "main": delta_ms must be a whole number'],
+  ])('refuses %s at start-up, in one line naming AI_MODELS', (_why, entries, message) => {
+    const err = configError({ AI_DEFAULT_MODEL: 'echo', ...models(entries) })
+    expect(err.variable).toBe('AI_MODELS')
+    expect(err.message).toContain(message)
+    expect(err.message.startsWith('AI_MODELS: ')).toBe(true)
+    expect(err.message).not.toContain('\n')
+  })
+})

@@ -54,7 +54,7 @@ describe('anthropic provider', () => {
       idempotencyKey: KEY,
       signal: signal(),
     })
-    expect(result).toEqual({ output: 'Hello, world', finish_reason: 'length', usage: { input_tokens: 23, output_tokens: 7 } })
+    expect(result).toEqual({ output: 'Hello, world', finish_reason: 'length', usage: { input_tokens: 23, output_tokens: 7 }, usageReported: true })
     const seen = server.requests[0]!
     expect(seen.path).toBe('/v1/messages')
     expect(seen.headers['x-api-key']).toBe('sk-ant-test')

@@ -52,7 +52,7 @@ describe('openai provider', () => {
       idempotencyKey: KEY,
       signal: signal(),
     })
-    expect(result).toEqual({ output: 'Hello from the fake', finish_reason: 'length', usage: { input_tokens: 12, output_tokens: 5 } })
+    expect(result).toEqual({ output: 'Hello from the fake', finish_reason: 'length', usage: { input_tokens: 12, output_tokens: 5 }, usageReported: true })
     expect(server.requests).toHaveLength(1)
     const seen = server.requests[0]!
     expect(seen.method).toBe('POST')
