@@ -5,6 +5,10 @@ import type { Store } from '../store/types.js'
 const WAKE = 'events:wake'
 const CHANGED = 'events:job'
 const CANCEL = 'events:cancel'
+const DELTA = 'events:delta'
+
+/** A piece of a running job's output, or the word that the pieces so far are void (SPEC §9). */
+export type JobDelta = { jobId: number; index: number; text: string } | { jobId: number; reset: true }
 
 /**
  * Job events across replicas: a create wakes every pool, a change reaches every stream, and a
@@ -29,6 +33,10 @@ export class JobEvents {
     this.unsubscribers.push(await this.store.subscribe(WAKE, () => this.local.emit('wake')))
     this.unsubscribers.push(await this.store.subscribe(CANCEL, relay('cancel')))
     this.unsubscribers.push(await this.store.subscribe(CHANGED, relay('changed')))
+    this.unsubscribers.push(await this.store.subscribe(DELTA, (message) => {
+      const delta = parseDelta(message)
+      if (delta) this.local.emit('delta', delta)
+    }))
   }
 
   async stop(): Promise<void> {
@@ -60,6 +68,22 @@ export class JobEvents {
     this.send(CHANGED, String(jobId))
   }
 
+  /** A piece of a running job's output, to every replica's streams of it. */
+  delta(jobId: number, index: number, text: string): void {
+    this.send(DELTA, JSON.stringify([jobId, index, text]))
+  }
+
+  /** The job's streamed text so far is void: its retry starts over. */
+  reset(jobId: number): void {
+    this.send(DELTA, JSON.stringify([jobId]))
+  }
+
+  /** Every delta and reset of every job (the job watcher hands them to the job's streams). */
+  onDelta(listener: (delta: JobDelta) => void): () => void {
+    this.local.on('delta', listener)
+    return () => this.local.off('delta', listener)
+  }
+
   /** A create somewhere asks the pools to claim. Returns the remover. */
   onWake(listener: () => void): () => void {
     return this.listen('wake', listener)
@@ -83,4 +107,17 @@ export class JobEvents {
   private send(channel: string, message: string): void {
     this.store.publish(channel, message).catch((err: unknown) => this.logger.warn({ err, channel }, 'could not publish a job event'))
   }
+}
+
+/** `[jobId, index, text]` for a delta, `[jobId]` for a reset; anything else is dropped. */
+function parseDelta(message: string): JobDelta | undefined {
+  try {
+    const parsed: unknown = JSON.parse(message)
+    if (!Array.isArray(parsed) || !Number.isSafeInteger(parsed[0]) || parsed[0] <= 0) return undefined
+    if (parsed.length === 1) return { jobId: parsed[0], reset: true }
+    if (parsed.length === 3 && Number.isSafeInteger(parsed[1]) && typeof parsed[2] === 'string') return { jobId: parsed[0], index: parsed[1], text: parsed[2] }
+  } catch {
+    // not ours
+  }
+  return undefined
 }

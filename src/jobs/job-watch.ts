@@ -2,15 +2,19 @@ import type { DatabaseHandle } from '../db/database.js'
 import { findJob, type JobRow } from '../db/jobs-repository.js'
 import { toError } from '../errors.js'
 import type { Log } from '../logger.js'
-import type { JobEvents } from './job-events.js'
+import type { JobDelta, JobEvents } from './job-events.js'
 
 /** Events normally arrive at once (local, or through Redis); this re-read covers a lost message. */
 const RECHECK_MS = 2_000
 
-type Listener = (row: JobRow | undefined) => void
+/** What a stream is handed: every new reading of the job (undefined once it is gone), and its deltas. */
+export interface JobListener {
+  row(row: JobRow | undefined): void
+  delta?(delta: JobDelta): void
+}
 
 interface Watched {
-  listeners: Set<Listener>
+  listeners: Set<JobListener>
   reading: boolean
   again: boolean
 }
@@ -23,21 +27,27 @@ interface Watched {
  */
 export class JobWatcher {
   private readonly watched = new Map<number, Watched>()
-  private readonly off: () => void
+  private readonly offs: (() => void)[]
   private readonly timer: NodeJS.Timeout
 
   constructor(private readonly db: DatabaseHandle, events: JobEvents, private readonly log: Log, recheckMs = RECHECK_MS) {
-    this.off = events.onChanged((jobId) => {
-      if (this.watched.has(jobId)) void this.refresh(jobId)
-    })
+    this.offs = [
+      events.onChanged((jobId) => {
+        if (this.watched.has(jobId)) void this.refresh(jobId)
+      }),
+      // Deltas fan out from memory to the job's streams here; they never touch the database.
+      events.onDelta((delta) => {
+        for (const listener of this.watched.get(delta.jobId)?.listeners ?? []) listener.delta?.(delta)
+      }),
+    ]
     this.timer = setInterval(() => {
       for (const jobId of this.watched.keys()) void this.refresh(jobId)
     }, recheckMs)
     this.timer.unref()
   }
 
-  /** Hands `listener` every new reading of the job (undefined once it is gone). Returns the remover. */
-  watch(jobId: number, listener: Listener): () => void {
+  /** Hands `listener` every new reading of the job and its deltas. Returns the remover. */
+  watch(jobId: number, listener: JobListener): () => void {
     let entry = this.watched.get(jobId)
     if (!entry) {
       entry = { listeners: new Set(), reading: false, again: false }
@@ -57,7 +67,7 @@ export class JobWatcher {
 
   close(): void {
     clearInterval(this.timer)
-    this.off()
+    for (const off of this.offs) off()
     this.watched.clear()
   }
 
@@ -73,7 +83,7 @@ export class JobWatcher {
       do {
         entry.again = false
         const row = await findJob(this.db.db, jobId)
-        for (const listener of [...entry.listeners]) listener(row)
+        for (const listener of [...entry.listeners]) listener.row(row)
       } while (entry.again && entry.listeners.size > 0)
     } catch (err) {
       this.log.warn({ err: toError(err), jobId }, 'could not read a watched job; will retry')

@@ -56,6 +56,9 @@ export const poolPlugin = fp<PoolPluginOptions>(async (app, options) => {
     : createProviderExecutor({
       registry: app.providers, clock, resultMaxBytes: config.resultMaxBytes, encryptionKey: config.encryptionKey, defaultModel: config.defaultModel,
       onProviderCall: (provider, outcome, ms) => metrics.providerDuration.observe({ provider, outcome }, ms / 1000),
+      // Every call streams; its text reaches every replica's streams of the job (SPEC §9).
+      onDelta: (jobId, index, text) => jobEvents.delta(jobId, index, text),
+      onReset: (jobId) => jobEvents.reset(jobId),
     })
 
   const workerId = newWorkerId()

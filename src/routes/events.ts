@@ -34,7 +34,7 @@ export async function eventRoutes(fastify: FastifyInstance): Promise<void> {
     config: { auth: 'user' },
     schema: {
       summary: 'Follow a job as Server-Sent Events',
-      description: '`event: status` with the job JSON on each change (`id:` is the job\'s version, so `Last-Event-ID` resumes); ends after a terminal state. At most 10 open streams per owner.',
+      description: '`event: status` with the job JSON on each change (`id:` is the job\'s version, so `Last-Event-ID` resumes); `event: delta` with `{ index, text }` while a streaming provider runs, and `event: reset` when a retry starts the text over; ends after a terminal state. At most 10 open streams per owner.',
       tags: ['jobs'],
       params: JobIdParams,
       headers: Type.Object({ 'last-event-id': Type.Optional(Type.String()) }),
@@ -78,7 +78,16 @@ export async function eventRoutes(fastify: FastifyInstance): Promise<void> {
       }
       if (TERMINAL_STATUSES.includes(row.status)) finish()
     }
-    const unwatch = app.jobWatcher.watch(id, send)
+    // Deltas are live only (SPEC §9): no `id:`, so Last-Event-ID keeps meaning the job's version,
+    // and a stream opened later gets only what is sent from then on. None follow a terminal status.
+    const unwatch = app.jobWatcher.watch(id, {
+      row: send,
+      delta: (delta) => {
+        if (closed) return
+        if ('reset' in delta) res.write('event: reset\ndata: {}\n\n')
+        else res.write(`event: delta\ndata: ${JSON.stringify({ index: delta.index, text: delta.text })}\n\n`)
+      },
+    })
     const heartbeat = setInterval(() => {
       if (closed) return
       res.write(': keep-alive\n\n')
