@@ -10,6 +10,7 @@ interface ProfileNode {
   id: number
   callFrame: { functionName: string; url: string; lineNumber: number }
   hitCount?: number
+  children?: number[]
 }
 
 interface CpuProfile {
@@ -48,6 +49,8 @@ export interface ProfileSummary {
   windowed: boolean
   functions: { name: string; ms: number; share: number }[]
   areas: { name: string; ms: number; share: number }[]
+  /** As `areas`, with the time of native code and Node's internals charged to the area that called them. */
+  charged: { name: string; ms: number; share: number }[]
 }
 
 /** Time per profile node: each sample carries the time since the previous one. */
@@ -75,6 +78,21 @@ export function summarizeCpuProfile(path: string, root: string, window?: { fromU
   const perNode = windowed ?? timePerNode(profile)
   const byFunction = new Map<string, number>()
   const byArea = new Map<string, number>()
+  const byCharged = new Map<string, number>()
+  const parent = new Map<number, ProfileNode>()
+  const nodes = new Map(profile.nodes.map((n) => [n.id, n]))
+  for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n)
+  const areaOf = (n: ProfileNode) => area(shortUrl(n.callFrame.url, root), n.callFrame.functionName)
+  const unattributed = (a: string) => a === '(native)' || a === 'node internals'
+  const chargedArea = (n: ProfileNode): string => {
+    const own = areaOf(n)
+    if (!unattributed(own)) return own
+    for (let p = parent.get(n.id); p && nodes.has(p.id); p = parent.get(p.id)) {
+      const a = areaOf(p)
+      if (!unattributed(a) && !a.startsWith('(')) return a
+    }
+    return own
+  }
   // Without samples (an older format), hitCount at the mean sampling interval.
   const hits = profile.nodes.reduce((n, node) => n + (node.hitCount ?? 0), 0)
   const msPerHit = hits > 0 ? (profile.endTime - profile.startTime) / 1000 / hits : 0
@@ -94,11 +112,13 @@ export function summarizeCpuProfile(path: string, root: string, window?: { fromU
     byFunction.set(name, (byFunction.get(name) ?? 0) + ms)
     const a = area(url, functionName)
     byArea.set(a, (byArea.get(a) ?? 0) + ms)
+    const charged = chargedArea(node)
+    byCharged.set(charged, (byCharged.get(charged) ?? 0) + ms)
   }
   const busy = total - idle
   const rank = (m: Map<string, number>) => [...m]
     .sort((p, q) => q[1] - p[1])
     .slice(0, top)
     .map(([name, ms]) => ({ name, ms, share: busy > 0 ? ms / busy : 0 }))
-  return { totalMs: total, idleMs: idle, windowed: windowed !== undefined, functions: rank(byFunction), areas: rank(byArea) }
+  return { totalMs: total, idleMs: idle, windowed: windowed !== undefined, functions: rank(byFunction), areas: rank(byArea), charged: rank(byCharged) }
 }

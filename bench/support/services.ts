@@ -15,6 +15,8 @@ export interface Service {
   readonly logPath: string
   /** Peak VmRSS of the process (MB) since it started, sampled every 100 ms. */
   peakRssMb(): number
+  /** The peak since the previous call (or the start), then starts a new window: one phase's peak. */
+  takePhasePeakRssMb(): number
   exited(): boolean
   stop(signal?: NodeJS.Signals): Promise<void>
 }
@@ -75,10 +77,12 @@ export async function startService(options: StartOptions): Promise<Service> {
     exitCode = -1
   })
   let peak = 0
+  let phasePeak = 0
   const sampler = setInterval(() => {
     if (child.pid === undefined) return
     const mb = rssMb(child.pid)
     peak = Math.max(peak, mb)
+    phasePeak = Math.max(phasePeak, mb)
   }, 100)
   const entry = {
     child,
@@ -101,6 +105,11 @@ export async function startService(options: StartOptions): Promise<Service> {
     port: options.port,
     logPath: options.logPath,
     peakRssMb: () => peak,
+    takePhasePeakRssMb: () => {
+      const p = phasePeak
+      phasePeak = 0
+      return p
+    },
     exited: () => exitCode !== undefined,
     stop: entry.stop,
   }
