@@ -18,6 +18,7 @@
  * BENCH_MYSQL_URL, BENCH_REDIS_URL (default database 9, which the bench empties before and after).
  */
 import { randomBytes } from 'node:crypto'
+import { spawn } from 'node:child_process'
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -28,7 +29,8 @@ import { cookieHeaders, publicToken, readWordPressFixtures } from './support/cre
 import { BenchDatabase, insertPlan, parseUtc, type InsertPlan } from './support/database.js'
 import { closedLoop, openLoop, percentile, type LoadResult, type OpenLoopResult, type RequestShape } from './support/load.js'
 import { cpuDescription, cpuSnapshot, cpuSplit, formatCpuSplit, loadAverage, type CpuGroup, type CpuSplit } from './support/machine.js'
-import { freePort, httpReady, killAllServicesNow, startService, stopAllServices, type Service } from './support/services.js'
+import type { ReaperState } from './support/reaper.js'
+import { freePort, httpReady, killAllServicesNow, startService, stopAllServices, watchServices, type Service } from './support/services.js'
 import { startWordPress, phpErrors, type PhpStack } from './support/wordpress-php.js'
 
 function positive(value: string | undefined, fallback: number): number {
@@ -162,9 +164,11 @@ async function stop(which: 'gateway' | 'baseline'): Promise<void> {
   active[which] = undefined
 }
 
+const ownRedisDatabase = /\/([1-9]\d*)$/.test(REDIS)
+
 /** Empties the bench's Redis database; never database 0, which others may share. */
 async function flushRedis(): Promise<void> {
-  if (!/\/([1-9]\d*)$/.test(REDIS)) return
+  if (!ownRedisDatabase) return
   const redis = new Redis(REDIS, { lazyConnect: true, maxRetriesPerRequest: 1 })
   try {
     await redis.connect()
@@ -412,9 +416,29 @@ function busy(...measured: Measured[]): string {
   return other > BUSY_MACHINE_CORES ? ` ⚠ ${other.toFixed(2)} cores busy elsewhere` : ''
 }
 
+/**
+ * What a bench killed outright would leave behind, kept in a file that a detached reaper process
+ * acts on once this process is gone (see support/reaper.ts).
+ */
+function startReaper(): void {
+  const stateFile = join(tmp, 'reaper-state.json')
+  const write = (pids: number[]) => {
+    const state: ReaperState = { pids, mysqlUrl: MYSQL, databases: [DB, WP_DB], redisUrl: ownRedisDatabase ? REDIS : undefined }
+    writeFileSync(stateFile, JSON.stringify(state))
+  }
+  write([])
+  watchServices(write)
+  spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'bench', 'support', 'reaper.ts'), String(process.pid), stateFile], {
+    cwd: ROOT, detached: true, stdio: 'ignore',
+  }).unref()
+  reaperStateFile = stateFile
+}
+let reaperStateFile = ''
+
 async function main(): Promise<void> {
   const startedAt = new Date()
   tmp = mkdtempSync(join(tmpdir(), 'gw-bench-'))
+  startReaper()
   const db = await BenchDatabase.connect(MYSQL, DB)
   const loadAtStart = loadAverage()
   let succeeded = false
@@ -625,26 +649,33 @@ const NOTES = `
   measured window.
 `
 
-let cleaned = false
-/** Stops every process, drops both databases, empties the Redis database; keeps the logs of a failed run. */
-async function cleanup(db?: BenchDatabase, succeeded = false): Promise<void> {
-  if (cleaned) return
-  cleaned = true
-  await stopAllServices()
-  const conn = db ?? (await BenchDatabase.connect(MYSQL, DB).catch(() => undefined))
-  if (conn) {
-    await conn.drop().catch(() => {})
-    await conn.query(`DROP DATABASE IF EXISTS \`${WP_DB}\``).catch(() => {})
-    await conn.close().catch(() => {})
-  }
-  await flushRedis().catch(() => {})
-  if (tmp && succeeded) rmSync(tmp, { recursive: true, force: true })
-  else if (tmp) process.stderr.write(`logs of this run are kept in ${tmp}\n`)
+let cleaning: Promise<void> | undefined
+/**
+ * Stops every process, drops both databases, empties the Redis database; keeps the logs of a failed
+ * run. Called once: a second signal (npm and tsx relay them) waits for the same cleanup.
+ */
+function cleanup(db?: BenchDatabase, succeeded = false): Promise<void> {
+  cleaning ??= (async () => {
+    await stopAllServices()
+    const conn = db ?? (await BenchDatabase.connect(MYSQL, DB).catch(() => undefined))
+    if (conn) {
+      await conn.drop().catch(() => {})
+      await conn.query(`DROP DATABASE IF EXISTS \`${WP_DB}\``).catch(() => {})
+      await conn.close().catch(() => {})
+    }
+    await flushRedis().catch(() => {})
+    // Cleaned up: nothing left for the reaper to do.
+    watchServices(() => {})
+    if (reaperStateFile) rmSync(reaperStateFile, { force: true })
+    if (tmp && succeeded) rmSync(tmp, { recursive: true, force: true })
+    else if (tmp) process.stderr.write(`logs of this run are kept in ${tmp}\n`)
+  })()
+  return cleaning
 }
 
 process.on('exit', killAllServicesNow)
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(signal, () => {
+  process.on(signal, () => {
     progress(`${signal}: stopping`)
     void cleanup().finally(() => process.exit(130))
   })

@@ -22,6 +22,16 @@ export interface Service {
 }
 
 const running = new Set<{ child: ChildProcess; stop: () => Promise<void> }>()
+let onChange: (pids: number[]) => void = () => {}
+
+/** Called with the pids of every running service whenever one starts or stops. */
+export function watchServices(listener: (pids: number[]) => void): void {
+  onChange = listener
+}
+
+function changed(): void {
+  onChange([...running].map((s) => s.child.pid).filter((pid): pid is number => pid !== undefined))
+}
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -89,6 +99,7 @@ export async function startService(options: StartOptions): Promise<Service> {
     stop: async (signal: NodeJS.Signals = 'SIGTERM') => {
       clearInterval(sampler)
       running.delete(entry)
+      changed()
       if (exitCode !== undefined) return
       child.kill(signal)
       const killed = await Promise.race([exit.then(() => true), sleep(20_000).then(() => false)])
@@ -99,6 +110,7 @@ export async function startService(options: StartOptions): Promise<Service> {
     },
   }
   running.add(entry)
+  changed()
   const service: Service = {
     name: options.name,
     pid: child.pid ?? -1,
