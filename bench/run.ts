@@ -621,7 +621,7 @@ const NOTES = `
   phase, and ⚠ marks the figures taken while something outside the bench held more than half a core.
   "CPU per request" in the details moves much less with that noise than the rates do.
 - Run to run the rates move a lot: on a quiet machine the baseline measured 1,950–2,070 req/s in
-  successive runs, and 370 req/s in a run where other work took 1.5 cores. The baseline is measured
+  successive runs, and 290–410 req/s while other work held about 1.5 cores. The baseline is measured
   again at the end of every run to show the drift inside it; a ratio near its target is within noise.
 - Phases 2–3 use an API-only gateway (WORKER_CONCURRENCY=0) at LOG_LEVEL=warn (the baseline logs
   nothing); rate limits are on at 1,000,000 per window, the highest value the gateway accepts.
