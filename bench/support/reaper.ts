@@ -1,7 +1,7 @@
 /**
  * Runs beside the bench, in its own process group, so that a bench killed outright (SIGKILL, the
- * OOM killer, or tsx force-killing it when a Ctrl-C finds its event loop too busy to answer in
- * time) still leaves nothing behind. The bench keeps a state file of what it started and what it
+ * OOM killer, or tsx, which SIGKILLs a child that does not acknowledge a relayed Ctrl-C within a few
+ * tens of milliseconds, as a busy load generator may not) still leaves nothing behind. The bench keeps a state file of what it started and what it
  * created; when the bench process is gone and the file is still there, this kills those process
  * trees, drops those databases and empties that Redis database, then removes the file.
  *
