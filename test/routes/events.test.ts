@@ -72,11 +72,16 @@ describe.each(DIALECTS)('GET /jobs/:id/events (%s)', (dialect) => {
         void t.app.pool.runOnce()
       }
     })
-    const jobs = events.map((e) => JSON.parse(e.data!) as { job_id: number; status: string })
+    const statuses = events.filter((e) => e.event === 'status')
+    const jobs = statuses.map((e) => JSON.parse(e.data!) as { job_id: number; status: string })
     expect(jobs[0]).toMatchObject({ job_id: id, status: 'pending' })
     expect(jobs.at(-1)).toMatchObject({ job_id: id, status: 'succeeded', result: { output: 'stream me' } })
-    // Event ids are the job's versions: strictly increasing.
-    const ids = events.map((e) => Number(e.id))
+    // The echo provider streamed the output as deltas, which carry no id.
+    const deltas = events.filter((e) => e.event === 'delta')
+    expect(deltas.map((e) => (JSON.parse(e.data!) as { text: string }).text).join('')).toBe('stream me')
+    for (const d of deltas) expect(d.id).toBeUndefined()
+    // Status event ids are the job's versions: strictly increasing.
+    const ids = statuses.map((e) => Number(e.id))
     expect(ids).toEqual([...ids].sort((a, b) => a - b))
     expect(new Set(ids).size).toBe(ids.length)
   })
