@@ -12,6 +12,7 @@ import {
   type BasicCredentials,
 } from '../wordpress/application-passwords.js'
 import type { PhpValue } from '../wordpress/php-unserialize.js'
+import { cachedReads, freshReads, type Reads } from './ttl-cache.js'
 
 /** Failed attempts allowed per client address and per login within the window. */
 export const DEFAULT_MAX_FAILURES = 10
@@ -29,8 +30,9 @@ export interface ApplicationPasswordUser {
 export interface ApplicationPasswordOptions {
   store: Store
   clock: Clock
-  findUserByLogin(login: string): Promise<ApplicationPasswordUser | undefined>
-  findUserByEmail(email: string): Promise<ApplicationPasswordUser | undefined>
+  /** get_user_by('login'), through the row cache; `reads` says whether to read past it. */
+  findUserByLogin(login: string, reads: Reads): Promise<ApplicationPasswordUser | undefined>
+  findUserByEmail(email: string, reads: Reads): Promise<ApplicationPasswordUser | undefined>
   /** The user's `_application_passwords` meta, unserialized. Read fresh: revocation must bite. */
   applicationPasswords(userId: number): Promise<PhpValue | undefined>
   maxFailures?: number
@@ -62,6 +64,10 @@ function sha256(text: string): string {
  * password (otherwise the throttle would still answer the guess). A verified password is kept
  * in process memory for `verifiedCacheMs`, keyed by a SHA-256 of login and password, so phpass's
  * 8192 MD5 rounds are paid once per credential and window instead of once per request.
+ *
+ * Caches may delay a revocation, never a grant (SPEC §5): a name that the cached user rows do
+ * not know, or whose cached user does not hold the password, is looked up again past the cache
+ * before the attempt is refused.
  */
 export function createApplicationPasswordAuthenticator(options: ApplicationPasswordOptions): ApplicationPasswordAuthenticator {
   const maxFailures = options.maxFailures ?? DEFAULT_MAX_FAILURES
@@ -112,17 +118,16 @@ export function createApplicationPasswordAuthenticator(options: ApplicationPassw
     return counts.some((count) => count >= maxFailures)
   }
 
-  async function findUser(username: string): Promise<ApplicationPasswordUser | undefined> {
+  async function findUser(username: string, reads: Reads): Promise<ApplicationPasswordUser | undefined> {
     const login = sanitizeLogin(username)
-    const user = login === '' ? undefined : await options.findUserByLogin(login)
+    const user = login === '' ? undefined : await options.findUserByLogin(login, reads)
     // wp_authenticate_application_password(): a name that is no login but is an e-mail address
     // is tried as the user's e-mail.
-    if (!user && isEmail(username)) return options.findUserByEmail(username)
+    if (!user && isEmail(username)) return options.findUserByEmail(username, reads)
     return user
   }
 
-  async function verify(credentials: BasicCredentials, password: string): Promise<ApplicationPasswordResult> {
-    const user = await findUser(credentials.username)
+  async function verifyFor(user: ApplicationPasswordUser | undefined, password: string): Promise<ApplicationPasswordResult> {
     if (!user) return { kind: 'invalid', reason: 'unknown_user' }
     const hashes = applicationPasswordHashes(await options.applicationPasswords(user.id))
     // WordPress stops at the first match; checking every hash would cost the same on failure.
@@ -130,6 +135,17 @@ export function createApplicationPasswordAuthenticator(options: ApplicationPassw
       if (checkApplicationPassword(password, hash)) return { kind: 'user', userId: user.id, login: user.login }
     }
     return { kind: 'invalid', reason: 'incorrect_password' }
+  }
+
+  async function verify(credentials: BasicCredentials, password: string): Promise<ApplicationPasswordResult> {
+    const reads = cachedReads()
+    const user = await findUser(credentials.username, reads)
+    const result = await verifyFor(user, password)
+    if (result.kind === 'user' || !reads.servedFromCache) return result
+    // The cached rows may lack a user created since, or name another user now (deleted and
+    // created again, renamed); the password meta itself was read fresh.
+    const current = await findUser(credentials.username, freshReads())
+    return current?.id === user?.id ? result : verifyFor(current, password)
   }
 
   return {

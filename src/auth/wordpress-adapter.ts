@@ -8,7 +8,14 @@ import { userOwnerKey } from './principal.js'
 import { createWordPressAuth, type AuthenticatedUser, type WordPressAuth, type WordPressAuthSettings } from './wordpress-auth.js'
 
 function toPrincipal(user: AuthenticatedUser): Principal {
-  return { method: user.method, userId: user.userId, ownerKey: userOwnerKey(user.userId), canCreate: user.canCreate, isAdmin: user.isAdmin }
+  return {
+    method: user.method,
+    userId: user.userId,
+    ownerKey: userOwnerKey(user.userId),
+    canCreate: user.canCreate,
+    isAdmin: user.isAdmin,
+    recheck: async () => toPrincipal(await user.recheck()),
+  }
 }
 
 export function wordPressSettings(config: Readonly<Config>): WordPressAuthSettings {
