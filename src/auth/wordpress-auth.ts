@@ -53,7 +53,7 @@ export interface WordPressAuthOptions {
   adminCapability: string
   /** How long WordPress rows are cached in memory. Default 5000 ms, capped at 10 000; 0 disables. */
   cacheTtlMs?: number
-  /** Failed application-password attempts per client address and per login (default 10 per 5 min). */
+  /** Failed application-password attempts per client address and per user (default 10 per 5 min). */
   throttle?: { maxFailures?: number; windowMs?: number }
   /** How long a verified application password is trusted (default 5000 ms, capped at 10 000). */
   verifiedPasswordCacheMs?: number
