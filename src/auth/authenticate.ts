@@ -3,7 +3,7 @@ import { ApiError } from '../errors.js'
 import type { Principal } from './principal.js'
 import { verifyPublicToken } from './public-token.js'
 
-/** The WordPress side of authentication (cookie + nonce, application passwords). */
+/** The WordPress side of authentication (cookie + nonce, application passwords, token users). */
 export interface WordPressAuthenticator {
   /** Undefined when the request carries no logged-in cookie at all. */
   cookie(input: { method: string; cookieHeader: string; nonce: string | undefined }): Promise<
@@ -17,6 +17,8 @@ export interface WordPressAuthenticator {
     | { kind: 'invalid' }
     | { kind: 'throttled'; retryAfterSeconds: number }
   >
+  /** A verified token of a WordPress user (sub > 0), held to AI_CREATE_CAPABILITY like the user's cookie. */
+  token(principal: Principal): Promise<Principal>
 }
 
 export interface AuthRequest {
@@ -76,8 +78,11 @@ export async function authenticate(req: AuthRequest, deps: AuthDeps): Promise<Pr
   if (scheme.toLowerCase() === 'bearer') {
     if (!deps.publicTokenSecret) throw unauthorized('Signed tokens are not accepted: AI_PUBLIC_TOKEN_SECRET is not set.')
     const result = await verifyPublicToken(value, deps.publicTokenSecret, deps.now())
-    if (result.ok) return result.principal
-    throw unauthorized(`The token is not valid: ${result.reason}.`)
+    if (!result.ok) throw unauthorized(`The token is not valid: ${result.reason}.`)
+    // A visitor (sub 0) has no WordPress user to hold to a capability; a user's token is held
+    // to AI_CREATE_CAPABILITY wherever WordPress's tables are present (SPEC §5).
+    if (result.principal.userId === 0 || !deps.wordpress) return result.principal
+    return deps.wordpress.token(result.principal)
   }
 
   throw unauthorized()

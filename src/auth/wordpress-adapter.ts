@@ -5,7 +5,7 @@ import type { Store } from '../store/types.js'
 import type { WordPressAuthenticator } from './authenticate.js'
 import type { Principal } from './principal.js'
 import { userOwnerKey } from './principal.js'
-import { createWordPressAuth, type AuthenticatedUser, type WordPressAuth, type WordPressAuthSettings } from './wordpress-auth.js'
+import { createWordPressAuth, type AuthenticatedUser, type TokenUser, type WordPressAuth, type WordPressAuthSettings } from './wordpress-auth.js'
 
 function toPrincipal(user: AuthenticatedUser): Principal {
   return {
@@ -16,6 +16,11 @@ function toPrincipal(user: AuthenticatedUser): Principal {
     isAdmin: user.isAdmin,
     recheck: async () => toPrincipal(await user.recheck()),
   }
+}
+
+/** A token never satisfies AI_ADMIN_CAPABILITY; only its right to create follows the user's roles. */
+function toTokenPrincipal(token: Principal, user: TokenUser): Principal {
+  return { ...token, canCreate: user.canCreate, isAdmin: false, recheck: async () => toTokenPrincipal(token, await user.recheck()) }
 }
 
 export function wordPressSettings(config: Readonly<Config>): WordPressAuthSettings {
@@ -37,13 +42,18 @@ export function wordPressAuthenticator(auth: WordPressAuth): WordPressAuthentica
       if (r.kind === 'throttled') return r
       return { kind: 'invalid' }
     },
+    async token(principal) {
+      return toTokenPrincipal(principal, await auth.tokenUser(principal.userId))
+    },
   }
 }
 
-export function createWordPressAuthFor(config: Readonly<Config>, handle: DatabaseHandle, store: Store, clock: Clock): WordPressAuth {
+export function createWordPressAuthFor(
+  config: Readonly<Config>, handle: DatabaseHandle, store: Store, clock: Clock, settings: WordPressAuthSettings = wordPressSettings(config),
+): WordPressAuth {
   return createWordPressAuth({
     db: handle,
-    settings: wordPressSettings(config),
+    settings,
     store,
     clock,
     createCapability: config.createCapability,

@@ -1,7 +1,7 @@
 /**
- * WordPress authentication for the gateway: the logged-in cookie with its REST nonce, and
- * application passwords. It reads WordPress's tables (through wordpress-repository.ts) and never
- * writes them.
+ * WordPress authentication for the gateway: the logged-in cookie with its REST nonce,
+ * application passwords, and the capability check of tokens issued for WordPress users. It
+ * reads WordPress's tables (through wordpress-repository.ts) and never writes them.
  *
  * Caching: user rows, user meta (session tokens, capabilities) and options are kept in process
  * memory for `cacheTtlMs` (default 5 s, never more than 10 s), so a burst of requests from one
@@ -77,6 +77,15 @@ export interface AuthenticatedUser {
   recheck(): Promise<AuthenticatedUser>
 }
 
+/** What a token for WordPress user `userId` may do (SPEC §5: held to AI_CREATE_CAPABILITY). */
+export interface TokenUser {
+  userId: number
+  /** False when no such user is in `{prefix}users`. */
+  exists: boolean
+  canCreate: boolean
+  recheck(): Promise<TokenUser>
+}
+
 export type CookieNoneReason = 'no_cookie' | CookieRefusal
 
 /**
@@ -117,6 +126,8 @@ export interface BasicAuthRequest {
 export interface WordPressAuth {
   authenticateCookie(request: CookieAuthRequest): Promise<CookieAuthResult>
   authenticateBasic(request: BasicAuthRequest): Promise<BasicAuthResult>
+  /** The user behind a token's `sub` (> 0) and whether that user may create jobs. */
+  tokenUser(userId: number): Promise<TokenUser>
   /** The cookie name: `wordpress_logged_in_` + COOKIEHASH. */
   loggedInCookieName(): Promise<string>
   /** Takes new salts/COOKIEHASH (SIGHUP re-reads wp-config.php) and drops every cache. */
@@ -163,6 +174,7 @@ export function createWordPressAuth(options: WordPressAuthOptions): WordPressAut
 
   const userByLogin = (login: string, reads?: Reads) => cache.get(`login:${login}`, () => repo.getUserByLogin(db, login), reads)
   const userByEmail = (email: string, reads?: Reads) => cache.get(`email:${email}`, () => repo.getUserByEmail(db, email), reads)
+  const userById = (userId: number, reads?: Reads) => cache.get(`id:${userId}`, () => repo.getUserById(db, userId), reads)
   const userMeta = (userId: number, key: string, reads?: Reads) =>
     cache.get(`meta:${userId}:${key}`, async () => unserializeMeta(await repo.getUserMeta(db, userId, key)), reads)
   // A multisite is recognised by its sitemeta table (the MULTISITE constant is PHP's own). The
@@ -222,6 +234,12 @@ export function createWordPressAuth(options: WordPressAuthOptions): WordPressAut
       isAdmin: caps.can(options.adminCapability),
       recheck: () => authenticatedUser(userId, login, method, freshReads()),
     }
+  }
+
+  async function tokenUser(userId: number, reads: Reads): Promise<TokenUser> {
+    const row = await userById(userId, reads)
+    const canCreate = row !== undefined && (await capabilitiesOf(row.ID, row.user_login, reads)).can(options.createCapability)
+    return { userId, exists: row !== undefined, canCreate, recheck: () => tokenUser(userId, freshReads()) }
   }
 
   /** wp_validate_auth_cookie() on rows read through `reads`. */
@@ -296,6 +314,8 @@ export function createWordPressAuth(options: WordPressAuthOptions): WordPressAut
       if (result.kind !== 'user') return result
       return authenticatedUser(result.userId, result.login, 'application_password', cachedReads())
     },
+
+    tokenUser: (userId) => tokenUser(userId, cachedReads()),
 
     loggedInCookieName: cookieName,
 

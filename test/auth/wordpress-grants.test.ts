@@ -2,7 +2,8 @@
  * Caches may delay a revocation, never a grant (SPEC §5), through the HTTP API on MariaDB and
  * SQLite: a login made while the user's rows are cached works at once (a second device, logging
  * out and in again, a new password, a new user), as do an application password of a new user
- * and a role just given; a revocation still takes effect once the cache has expired.
+ * and a role just given; a revocation still takes effect once the cache has expired. Tokens of
+ * WordPress users are held to AI_CREATE_CAPABILITY like their cookies, through the same cache.
  * The clock is injected (the cache and nonces depend on it), so nothing sleeps.
  */
 import type { FastifyInstance } from 'fastify'
@@ -10,7 +11,7 @@ import { afterAll, describe, expect, it } from 'vitest'
 import { manualClock } from '../../src/clock.js'
 import { wpFastHash } from '../../src/wordpress/application-passwords.js'
 import { generateLoggedInCookie } from '../../src/wordpress/cookie.js'
-import { DIALECTS } from '../helpers.js'
+import { bearer, DIALECTS } from '../helpers.js'
 import { wordpressApps } from '../support/wordpress-app.js'
 import { authVectors as v } from '../support/wordpress-fixtures.js'
 import { logIn, logOut, serializePhp, setRoles, updateUserMeta } from '../support/wordpress-logins.js'
@@ -181,6 +182,68 @@ describe.each(DIALECTS)('grants are not delayed by the caches, on %s', (dialect)
       clock.advance(PAST_CACHE_MS)
       expectStatus(await createJob(withCookie(alice)), 403, 'ai_forbidden')
       expectStatus(await adminJobs(withCookie(alice)), 403, 'ai_forbidden')
+    })
+  })
+
+  describe('tokens of WordPress users and AI_CREATE_CAPABILITY', () => {
+    const EDITORS_CREATE = { AI_CREATE_CAPABILITY: 'edit_posts' }
+    const token = (sub: string | number, claims: Record<string, unknown> = {}) => bearer({ sub, ...claims }, { nowMs: clock.now() })
+
+    it("refuses a subscriber's token as her cookie is refused, and lets it read her jobs", async () => {
+      await start(EDITORS_CREATE)
+      expectStatus(await createJob(withCookie(fixtureLogin('alice'))), 403, 'ai_forbidden')
+      expectStatus(await createJob(await token(2)), 403, 'ai_forbidden')
+      expectStatus(await createJob(await token('2')), 403, 'ai_forbidden')
+      const list = await app.inject({ method: 'GET', url: `${BASE}/jobs`, headers: await token(2) })
+      expectStatus(list, 200)
+    })
+
+    it('lets the token of an author and of an administrator create, but never use the admin routes', async () => {
+      await start(EDITORS_CREATE)
+      await expectOwner(await createJob(await token(3)), 3)
+      await expectOwner(await createJob(await token(1)), 1)
+      expectStatus(await adminJobs(await token(1)), 403, 'ai_forbidden')
+    })
+
+    it('refuses the token of a user id that is not in wp_users, whatever the capability', async () => {
+      await start()
+      expectStatus(await createJob(await token(999)), 403, 'ai_forbidden')
+      expectStatus(await createJob(await token(2)), 202)
+    })
+
+    it('keeps visitor tokens (sub 0) creating: no WordPress user to hold to a capability', async () => {
+      await start(EDITORS_CREATE)
+      const res = await createJob(await token(0, { sid: 'visitor-0123456789abcdef' }))
+      expectStatus(res, 202)
+      const row = await db().selectFrom('ai_jobs').select(['user_id', 'owner_key']).where('id', '=', res.json().job_id).executeTakeFirstOrThrow()
+      expect({ user_id: Number(row.user_id), owner_key: row.owner_key }).toEqual({ user_id: 0, owner_key: 's:visitor-0123456789abcdef' })
+    })
+
+    it("honours a role given to the token's user at once, and one taken away after the cache", async () => {
+      await start(EDITORS_CREATE)
+      const aliceToken = await token(2)
+      expectStatus(await createJob(aliceToken), 403, 'ai_forbidden')
+      await setRoles(db(), 2, ['editor'])
+      await expectOwner(await createJob(aliceToken), 2)
+      await setRoles(db(), 2, ['subscriber'])
+      clock.advance(PAST_CACHE_MS)
+      expectStatus(await createJob(aliceToken), 403, 'ai_forbidden')
+    })
+
+    it('reads no WordPress row for a token create while the cache holds them', async () => {
+      await start(EDITORS_CREATE)
+      const bobToken = await token(3)
+      await expectOwner(await createJob(bobToken), 3)
+      const afterFirst = apps.wordpressReads()
+      // The user row, the capabilities meta and the roles option (and whether it is a multisite).
+      expect(afterFirst).toBeGreaterThan(0)
+      expect(afterFirst).toBeLessThanOrEqual(4)
+      for (let i = 0; i < 5; i++) await expectOwner(await createJob(bobToken), 3)
+      expect(apps.wordpressReads()).toBe(afterFirst)
+      clock.advance(PAST_CACHE_MS)
+      await expectOwner(await createJob(bobToken), 3)
+      expect(apps.wordpressReads() - afterFirst).toBeGreaterThan(0)
+      expect(apps.wordpressReads() - afterFirst).toBeLessThanOrEqual(3)
     })
   })
 })
