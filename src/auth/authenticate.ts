@@ -21,6 +21,14 @@ export interface WordPressAuthenticator {
   token(principal: Principal): Promise<Principal>
 }
 
+/** Where the chain finds WordPress's checks, which exist only once WordPress's tables do. */
+export interface WordPressSource {
+  /** The checks, once WordPress's user tables were found. */
+  readonly current: WordPressAuthenticator | undefined
+  /** While they were not found: looks again (at most every so often), for a request that needs them. */
+  detect(): Promise<WordPressAuthenticator | undefined>
+}
+
 export interface AuthRequest {
   method: string
   headers: Record<string, string | string[] | undefined>
@@ -31,7 +39,7 @@ export interface AuthRequest {
 export interface AuthDeps {
   /** A KeyObject, so the HMAC key is imported once rather than on every request. */
   publicTokenSecret: Uint8Array | KeyObject | undefined
-  wordpress: WordPressAuthenticator | undefined
+  wordpress: WordPressSource
   now: () => number
 }
 
@@ -44,6 +52,15 @@ function unauthorized(message = 'Authentication is required: a WordPress login w
   return new ApiError('ai_unauthorized', message)
 }
 
+// A logged-in cookie of any COOKIEHASH (PHP reads dots and spaces in cookie names as `_`): enough
+// to know the request needs WordPress before its tables, and so the cookie's name, are known.
+const WORDPRESS_LOGGED_IN_COOKIE = /(?:^|;)[ \t]*wordpress[ ._]logged[ ._]in[ ._]/
+
+/** The checks when they exist; otherwise, for a request that needs them, a look for the tables. */
+async function wordpressFor(deps: AuthDeps, needed: boolean): Promise<WordPressAuthenticator | undefined> {
+  return deps.wordpress.current ?? (needed ? deps.wordpress.detect() : undefined)
+}
+
 /**
  * Finds who the request acts for (SPEC §5): the WordPress cookie with its nonce, then an
  * application password, then a signed public token. A valid cookie without a nonce makes the
@@ -51,11 +68,12 @@ function unauthorized(message = 'Authentication is required: a WordPress login w
  */
 export async function authenticate(req: AuthRequest, deps: AuthDeps): Promise<Principal> {
   const cookieHeader = header(req, 'cookie')
-  if (deps.wordpress && cookieHeader) {
+  const cookieAuth = cookieHeader ? await wordpressFor(deps, WORDPRESS_LOGGED_IN_COOKIE.test(cookieHeader)) : undefined
+  if (cookieAuth && cookieHeader) {
     const query = (req.query ?? {}) as Record<string, unknown>
     // WordPress reads `_wpnonce` first, then the X-WP-Nonce header (rest_cookie_check_errors).
     const nonce = typeof query._wpnonce === 'string' ? query._wpnonce : header(req, 'x-wp-nonce')
-    const result = await deps.wordpress.cookie({ method: req.method, cookieHeader, nonce })
+    const result = await cookieAuth.cookie({ method: req.method, cookieHeader, nonce })
     if (result.kind === 'user') return result.principal
     if (result.kind === 'invalid_nonce') throw new ApiError('rest_cookie_invalid_nonce', 'Cookie check failed')
     if (result.kind === 'anonymous') throw unauthorized('A WordPress login cookie needs its REST nonce (X-WP-Nonce header or _wpnonce parameter).')
@@ -66,8 +84,9 @@ export async function authenticate(req: AuthRequest, deps: AuthDeps): Promise<Pr
   const [scheme = '', value = ''] = authorization.trim().split(/\s+/, 2)
 
   if (scheme.toLowerCase() === 'basic') {
-    if (!deps.wordpress) throw unauthorized('Application passwords are not available: no WordPress database is configured.')
-    const result = await deps.wordpress.basic({ authorization, clientIp: req.ip })
+    const wordpress = await wordpressFor(deps, true)
+    if (!wordpress) throw unauthorized('Application passwords are not available: no WordPress database is configured.')
+    const result = await wordpress.basic({ authorization, clientIp: req.ip })
     if (result.kind === 'user') return result.principal
     if (result.kind === 'throttled') {
       throw new ApiError('ai_too_many_auth_failures', 'Too many failed logins; try again later.', { headers: { 'Retry-After': String(result.retryAfterSeconds) } })
@@ -81,8 +100,9 @@ export async function authenticate(req: AuthRequest, deps: AuthDeps): Promise<Pr
     if (!result.ok) throw unauthorized(`The token is not valid: ${result.reason}.`)
     // A visitor (sub 0) has no WordPress user to hold to a capability; a user's token is held
     // to AI_CREATE_CAPABILITY wherever WordPress's tables are present (SPEC §5).
-    if (result.principal.userId === 0 || !deps.wordpress) return result.principal
-    return deps.wordpress.token(result.principal)
+    if (result.principal.userId === 0) return result.principal
+    const wordpress = await wordpressFor(deps, true)
+    return wordpress ? wordpress.token(result.principal) : result.principal
   }
 
   throw unauthorized()

@@ -1,9 +1,11 @@
 import { createSecretKey } from 'node:crypto'
 import type { FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import { authenticate, type WordPressAuthenticator } from '../auth/authenticate.js'
+import { authenticate, type AuthDeps, type WordPressAuthenticator } from '../auth/authenticate.js'
 import type { Principal } from '../auth/principal.js'
 import { createWordPressAuthFor, wordPressAuthenticator, wordPressSettings } from '../auth/wordpress-adapter.js'
+import type { WordPressAuth } from '../auth/wordpress-auth.js'
+import { fixedWordPressSource, lazyWordPressSource } from '../auth/wordpress-source.js'
 import type { Config } from '../config.js'
 import { hasWordPressTables } from '../db/wordpress-repository.js'
 import { ApiError } from '../errors.js'
@@ -34,7 +36,7 @@ declare module 'fastify' {
 export interface GatewayAuth {
   /** The chain of SPEC §5: cookie + nonce, application password, signed token. Throws 401/403/429. */
   authenticate(request: FastifyRequest): Promise<Principal>
-  /** WordPress's own logins, when the database holds WordPress's user tables. */
+  /** WordPress's own logins, once the database holds WordPress's user tables. */
   readonly wordpress: WordPressAuthenticator | undefined
   /** SIGHUP: new salts from a re-read wp-config.php. */
   reloadWordPressSettings(config: Readonly<Config>): void
@@ -52,18 +54,36 @@ function forbidden(): ApiError {
 /** Authentication as one `onRequest` hook, so no handler can forget it. */
 export const authPlugin = fp<AuthPluginOptions>(async (app, options) => {
   const { config, clock, db, store } = app
-  const wordpressAuth = options.wordpress === undefined && await hasWordPressTables(db)
-    ? createWordPressAuthFor(config, db, store, clock)
-    : undefined
-  const wordpress = options.wordpress ?? (wordpressAuth ? wordPressAuthenticator(wordpressAuth) : undefined)
-  if (!wordpress && !config.embedded) app.log.warn(`no ${config.tablePrefix}users table: WordPress cookies and application passwords are off; only signed tokens authenticate`)
+  let wordpressAuth: WordPressAuth | undefined
+  let settings = wordPressSettings(config)
+  const source = options.wordpress !== undefined
+    ? fixedWordPressSource(options.wordpress)
+    : lazyWordPressSource({
+      foundAtStart: await hasWordPressTables(db),
+      hasTables: () => hasWordPressTables(db),
+      build: () => {
+        wordpressAuth = createWordPressAuthFor(config, db, store, clock, settings)
+        return wordPressAuthenticator(wordpressAuth)
+      },
+      now: () => clock.now(),
+      onFound: () => app.log.info(`${config.tablePrefix}users table found: WordPress cookies and application passwords are on`),
+    })
+  if (!source.current && !config.embedded) {
+    app.log.warn(`no ${config.tablePrefix}users table yet: WordPress cookies and application passwords are off until it exists (looked for again every 30 s while requests need it)`)
+  }
 
   // Imported once: a KeyObject spares the key conversion on every verify.
   const publicTokenSecret = config.publicTokenSecret ? createSecretKey(Buffer.from(config.publicTokenSecret, 'utf8')) : undefined
+  const deps: AuthDeps = { publicTokenSecret, wordpress: source, now: () => clock.now() }
   const auth: GatewayAuth = {
-    authenticate: (request) => authenticate(request, { publicTokenSecret, wordpress, now: () => clock.now() }),
-    wordpress,
-    reloadWordPressSettings: (next) => wordpressAuth?.reloadSettings(wordPressSettings(next)),
+    authenticate: (request) => authenticate(request, deps),
+    get wordpress() {
+      return source.current
+    },
+    reloadWordPressSettings: (next) => {
+      settings = wordPressSettings(next)
+      wordpressAuth?.reloadSettings(settings)
+    },
   }
   app.decorate('auth', auth)
   app.decorateRequest('principal', null as unknown as Principal)
