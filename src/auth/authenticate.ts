@@ -12,6 +12,11 @@ export interface WordPressAuthenticator {
     | { kind: 'invalid_nonce' }
     | { kind: 'none' }
   >
+  /** The cookie alone, for the admin page load; with a fresh `wp_rest` nonce for the page. */
+  pageCookie(input: { method: string; cookieHeader: string }): Promise<
+    | { kind: 'user'; principal: Principal; login: string; nonce: string }
+    | { kind: 'none' }
+  >
   basic(input: { authorization: string; clientIp: string }): Promise<
     | { kind: 'user'; principal: Principal }
     | { kind: 'invalid' }
@@ -41,6 +46,14 @@ export interface AuthDeps {
   publicTokenSecret: Uint8Array | KeyObject | undefined
   wordpress: WordPressSource
   now: () => number
+}
+
+/** The admin page's own nonce and user, for the page to embed (SPEC §4 `GET /admin`). */
+export interface AdminPageSession {
+  /** wp_create_nonce('wp_rest') for this user and this login session. */
+  nonce: string
+  userId: number
+  login: string
 }
 
 function header(req: AuthRequest, name: string): string | undefined {
@@ -106,4 +119,19 @@ export async function authenticate(req: AuthRequest, deps: AuthDeps): Promise<Pr
   }
 
   throw unauthorized()
+}
+
+/**
+ * The admin page load (SPEC §4 `GET /admin`, §5): the WordPress logged-in cookie alone, as
+ * opening wp-admin, and no other credential (a token or an application password cannot open
+ * the page). Answers the cookie's user and a fresh `wp_rest` nonce for the page's own calls;
+ * throws 401 without a valid cookie. The capability is the caller's to check.
+ */
+export async function authenticateAdminPage(req: AuthRequest, deps: AuthDeps): Promise<{ principal: Principal; page: AdminPageSession }> {
+  const cookieHeader = header(req, 'cookie')
+  const wordpress = cookieHeader ? await wordpressFor(deps, WORDPRESS_LOGGED_IN_COOKIE.test(cookieHeader)) : undefined
+  if (!wordpress || !cookieHeader) throw unauthorized('The admin page needs a WordPress login: log in to WordPress first.')
+  const result = await wordpress.pageCookie({ method: req.method, cookieHeader })
+  if (result.kind !== 'user') throw unauthorized('The admin page needs a WordPress login: log in to WordPress first.')
+  return { principal: result.principal, page: { nonce: result.nonce, userId: result.principal.userId, login: result.login } }
 }

@@ -36,6 +36,11 @@ export function wordPressAuthenticator(auth: WordPressAuth): WordPressAuthentica
       if (r.kind === 'none') return { kind: 'none' }
       return r
     },
+    async pageCookie({ method, cookieHeader }) {
+      const r = await auth.authenticatePageCookie({ method, cookieHeader })
+      if (r.kind === 'none') return { kind: 'none' }
+      return { kind: 'user', principal: toPrincipal(r.user), login: r.user.login, nonce: r.nonce }
+    },
     async basic({ authorization, clientIp }) {
       const r = await auth.authenticateBasic({ authorizationHeader: authorization, clientIp })
       if (r.kind === 'user') return { kind: 'user', principal: toPrincipal(r) }

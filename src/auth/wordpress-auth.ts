@@ -1,7 +1,8 @@
 /**
- * WordPress authentication for the gateway: the logged-in cookie with its REST nonce,
- * application passwords, and the capability check of tokens issued for WordPress users. It
- * reads WordPress's tables (through wordpress-repository.ts) and never writes them.
+ * WordPress authentication for the gateway: the logged-in cookie with its REST nonce, the same
+ * cookie alone for the admin page load, application passwords, and the capability check of
+ * tokens issued for WordPress users. It reads WordPress's tables (through
+ * wordpress-repository.ts) and never writes them.
  *
  * Caching: user rows, user meta (session tokens, capabilities) and options are kept in process
  * memory for `cacheTtlMs` (default 5 s, never more than 10 s), so a burst of requests from one
@@ -29,7 +30,7 @@ import { cachedReads, freshReads, TtlCache, type Reads } from './ttl-cache.js'
 import { resolveCapabilities, type UserCapabilities } from '../wordpress/capabilities.js'
 import { maybeUnserialize, type PhpValue } from '../wordpress/php-unserialize.js'
 import { cookieHashFor, loggedInCookieName, readCookie, validateLoggedInCookie, type CookieRefusal } from '../wordpress/cookie.js'
-import { DEFAULT_NONCE_LIFE_SECONDS, verifyNonce } from '../wordpress/nonce.js'
+import { createNonce, DEFAULT_NONCE_LIFE_SECONDS, verifyNonce } from '../wordpress/nonce.js'
 import { wpSalt, type SaltScheme, type SaltSettings } from '../wordpress/salts.js'
 
 /** The wp-config values authentication depends on (SPEC §2). */
@@ -101,6 +102,14 @@ export type CookieAuthResult =
   | { kind: 'invalid_nonce' }
   | { kind: 'none'; reason: CookieNoneReason }
 
+/**
+ * The admin page load (SPEC §4 `GET /admin`): the cookie alone, as opening wp-admin, and a fresh
+ * `wp_rest` nonce for the page's own calls.
+ */
+export type PageCookieResult =
+  | { kind: 'page'; user: AuthenticatedUser; nonce: string }
+  | { kind: 'none'; reason: CookieNoneReason }
+
 export type BasicAuthResult =
   | AuthenticatedUser
   | { kind: 'invalid'; reason: ApplicationPasswordRefusal }
@@ -125,6 +134,8 @@ export interface BasicAuthRequest {
 
 export interface WordPressAuth {
   authenticateCookie(request: CookieAuthRequest): Promise<CookieAuthResult>
+  /** The cookie without a nonce, for the admin page load only; creates the page's nonce. */
+  authenticatePageCookie(request: Omit<CookieAuthRequest, 'nonce'>): Promise<PageCookieResult>
   authenticateBasic(request: BasicAuthRequest): Promise<BasicAuthResult>
   /** The user behind a token's `sub` (> 0) and whether that user may create jobs. */
   tokenUser(userId: number): Promise<TokenUser>
@@ -279,6 +290,17 @@ export function createWordPressAuth(options: WordPressAuthOptions): WordPressAut
     return { result: await authenticatedUser(cookie.userId, cookie.login, 'cookie', reads), retry: false }
   }
 
+  async function pageCookieAttempt(value: string, method: string, reads: Reads): Promise<Attempt<PageCookieResult>> {
+    const cookie = await validateCookie(value, method, reads)
+    if (!cookie.ok) return { result: { kind: 'none', reason: cookie.reason }, retry: reads.servedFromCache && REFUSALS_ROWS_CAN_CHANGE.has(cookie.reason) }
+    const nonceSalt = await salt('nonce', reads)
+    // Without a nonce salt WordPress would make one up and store it; no nonce could be checked.
+    if (nonceSalt === null) return { result: { kind: 'none', reason: 'no_salt' }, retry: reads.servedFromCache }
+    // wp_create_nonce('wp_rest') for this user and this session, as wp-admin embeds it.
+    const nonce = createNonce({ action: NONCE_ACTION, userId: cookie.userId, token: cookie.token, nowSeconds: nowSeconds(), salt: nonceSalt, nonceLifeSeconds: nonceLife })
+    return { result: { kind: 'page', user: await authenticatedUser(cookie.userId, cookie.login, 'cookie', reads), nonce }, retry: false }
+  }
+
   const appPasswords = createApplicationPasswordAuthenticator({
     store: options.store,
     clock,
@@ -307,6 +329,12 @@ export function createWordPressAuth(options: WordPressAuthOptions): WordPressAut
       const value = await loggedInCookie(request.cookieHeader)
       if (value === undefined) return { kind: 'none', reason: 'no_cookie' }
       return cachedThenFresh((reads) => restCookieAttempt(value, request, reads))
+    },
+
+    async authenticatePageCookie(request) {
+      const value = await loggedInCookie(request.cookieHeader)
+      if (value === undefined) return { kind: 'none', reason: 'no_cookie' }
+      return cachedThenFresh((reads) => pageCookieAttempt(value, request.method, reads))
     },
 
     async authenticateBasic(request) {

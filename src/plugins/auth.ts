@@ -1,7 +1,7 @@
 import { createSecretKey } from 'node:crypto'
 import type { FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import { authenticate, type AuthDeps, type WordPressAuthenticator } from '../auth/authenticate.js'
+import { authenticate, authenticateAdminPage, type AdminPageSession, type AuthDeps, type WordPressAuthenticator } from '../auth/authenticate.js'
 import type { Principal } from '../auth/principal.js'
 import { createWordPressAuthFor, wordPressAuthenticator, wordPressSettings } from '../auth/wordpress-adapter.js'
 import type { WordPressAuth } from '../auth/wordpress-auth.js'
@@ -14,19 +14,24 @@ import { ApiError } from '../errors.js'
  * What a route needs of its caller, said once in the route's `config.auth`:
  * - `user`: any authenticated caller (WordPress cookie + nonce, application password, token);
  * - `admin`: a WordPress user with AI_ADMIN_CAPABILITY (a token never has it);
+ * - `admin-page`: the admin page load: the WordPress logged-in cookie alone (no nonce, as
+ *   opening wp-admin; no token or application password) of a user with AI_ADMIN_CAPABILITY.
+ *   The request gets `adminPage`, with a fresh `wp_rest` nonce for the page's own calls;
  * - `webhook`: no caller; the route verifies a signature over the raw body itself;
  * - `none`: public (health checks, the JWKS, the OpenAPI document).
  * A route that says nothing is treated as `user`.
  */
-export type AuthKind = 'user' | 'admin' | 'none' | 'webhook'
+export type AuthKind = 'user' | 'admin' | 'admin-page' | 'none' | 'webhook'
 
 declare module 'fastify' {
   interface FastifyContextConfig {
     auth?: AuthKind
   }
   interface FastifyRequest {
-    /** Who the request acts for; set by the auth hook on every `user` and `admin` route. */
+    /** Who the request acts for; set by the auth hook on every `user`, `admin` and `admin-page` route. */
     principal: Principal
+    /** Set on `admin-page` routes: the nonce the page embeds for its calls, and whose it is. */
+    adminPage: AdminPageSession | undefined
   }
   interface FastifyInstance {
     auth: GatewayAuth
@@ -49,6 +54,14 @@ export interface AuthPluginOptions {
 
 function forbidden(): ApiError {
   return new ApiError('ai_forbidden', 'This needs the administrator capability.')
+}
+
+/** Holds AI_ADMIN_CAPABILITY, asking past the caches before refusing (a grant is never delayed). */
+async function asAdmin(principal: Principal): Promise<Principal> {
+  if (principal.isAdmin) return principal
+  const fresh = principal.recheck ? await principal.recheck() : principal
+  if (!fresh.isAdmin) throw forbidden()
+  return fresh
 }
 
 /** Authentication as one `onRequest` hook, so no handler can forget it. */
@@ -87,18 +100,20 @@ export const authPlugin = fp<AuthPluginOptions>(async (app, options) => {
   }
   app.decorate('auth', auth)
   app.decorateRequest('principal', null as unknown as Principal)
+  app.decorateRequest('adminPage', undefined)
 
   app.addHook('onRequest', async (request) => {
     // Unmatched URLs get their 404 from the not-found handler, whoever asks.
     if (request.routeOptions.url === undefined) return
     const kind = request.routeOptions.config.auth ?? 'user'
     if (kind === 'none' || kind === 'webhook') return
-    let principal = await auth.authenticate(request)
-    if (kind === 'admin' && !principal.isAdmin) {
-      // Caches may delay a revocation, never a grant: a role just given is looked up again.
-      if (principal.recheck) principal = await principal.recheck()
-      if (!principal.isAdmin) throw forbidden()
+    if (kind === 'admin-page') {
+      const { principal, page } = await authenticateAdminPage(request, deps)
+      request.principal = await asAdmin(principal)
+      request.adminPage = page
+      return
     }
-    request.principal = principal
+    const principal = await auth.authenticate(request)
+    request.principal = kind === 'admin' ? await asAdmin(principal) : principal
   })
 }, { name: 'auth', dependencies: ['config', 'db', 'store'] })
