@@ -77,6 +77,7 @@ export function rewritePlainPermalink(url: string, basePath: string): string {
 const SECURITY: Record<AuthKind, Record<string, string[]>[]> = {
   user: [{ wordpressCookie: [], wordpressNonce: [] }, { applicationPassword: [] }, { publicToken: [] }],
   admin: [{ wordpressCookie: [], wordpressNonce: [] }, { applicationPassword: [] }],
+  'admin-page': [{ wordpressCookie: [] }],
   webhook: [],
   none: [],
 }

@@ -9,11 +9,11 @@ import type { Clock } from '../clock.js'
 import type { Store } from '../store/types.js'
 import {
   applicationPasswordHashes, checkApplicationPassword, isEmail, normalizeApplicationPassword, parseBasicAuthorization, sanitizeLogin,
-  type BasicCredentials,
 } from '../wordpress/application-passwords.js'
 import type { PhpValue } from '../wordpress/php-unserialize.js'
+import { cachedReads, freshReads, type Reads } from './ttl-cache.js'
 
-/** Failed attempts allowed per client address and per login within the window. */
+/** Failed attempts allowed per client address and per user within the window. */
 export const DEFAULT_MAX_FAILURES = 10
 export const DEFAULT_FAILURE_WINDOW_MS = 5 * 60_000
 /** How long a verified password is trusted without re-hashing. At most 10 s (SPEC §5). */
@@ -29,8 +29,9 @@ export interface ApplicationPasswordUser {
 export interface ApplicationPasswordOptions {
   store: Store
   clock: Clock
-  findUserByLogin(login: string): Promise<ApplicationPasswordUser | undefined>
-  findUserByEmail(email: string): Promise<ApplicationPasswordUser | undefined>
+  /** get_user_by('login'), through the row cache; `reads` says whether to read past it. */
+  findUserByLogin(login: string, reads: Reads): Promise<ApplicationPasswordUser | undefined>
+  findUserByEmail(email: string, reads: Reads): Promise<ApplicationPasswordUser | undefined>
   /** The user's `_application_passwords` meta, unserialized. Read fresh: revocation must bite. */
   applicationPasswords(userId: number): Promise<PhpValue | undefined>
   maxFailures?: number
@@ -55,13 +56,27 @@ function sha256(text: string): string {
   return createHash('sha256').update(text, 'utf8').digest('hex')
 }
 
+const FAILURE_PREFIX = 'wp-auth-fail'
+
 /**
- * Checks Basic credentials. Failed attempts are counted in the shared store per client address
- * and per login for `failureWindowMs` from the first failure; the attempt that reaches
+ * Checks Basic credentials.
+ *
+ * Throttle: failed attempts are counted in the shared store for `failureWindowMs` from the first
+ * failure, per client address and per user: the user the name resolves to (so `bob`, `<b>bob`,
+ * ` bob`, `BOB` and `bob@example.com` share one counter), or, for a name no user answers to, the
+ * name as get_user_by('login') compares it (sanitised, lower-cased). The attempt that reaches
  * `maxFailures` and every one after it in that window answer `throttled`, even with a correct
- * password (otherwise the throttle would still answer the guess). A verified password is kept
- * in process memory for `verifiedCacheMs`, keyed by a SHA-256 of login and password, so phpass's
- * 8192 MD5 rounds are paid once per credential and window instead of once per request.
+ * password (otherwise the throttle would still answer the guess). The throttle is checked
+ * before the cache of verified passwords, so a success cached a moment ago cannot skip it, and
+ * the address is checked first of all, so a throttled client costs no user lookup.
+ *
+ * A verified password is kept in process memory for `verifiedCacheMs`, keyed by a SHA-256 of the
+ * user id and password, so phpass's 8192 MD5 rounds are paid once per credential and window
+ * instead of once per request.
+ *
+ * Caches may delay a revocation, never a grant (SPEC §5): a name that the cached user rows do
+ * not know, or whose cached user does not hold the password, is looked up again past the cache
+ * before the attempt is refused.
  */
 export function createApplicationPasswordAuthenticator(options: ApplicationPasswordOptions): ApplicationPasswordAuthenticator {
   const maxFailures = options.maxFailures ?? DEFAULT_MAX_FAILURES
@@ -73,7 +88,7 @@ export function createApplicationPasswordAuthenticator(options: ApplicationPassw
   function cacheGet(key: string): { userId: number; login: string } | undefined {
     const hit = verified.get(key)
     if (!hit) return undefined
-    if (hit.expiresAt > clock.now()) return hit
+    if (hit.expiresAt > clock.now()) return { userId: hit.userId, login: hit.login }
     verified.delete(key)
     return undefined
   }
@@ -89,69 +104,101 @@ export function createApplicationPasswordAuthenticator(options: ApplicationPassw
     verified.set(key, { userId: user.id, login: user.login, expiresAt: clock.now() + cacheMs })
   }
 
-  function failureKeys(username: string, clientIp: string): string[] {
+  const addressKey = (clientIp: string) => `${FAILURE_PREFIX}:ip:${clientIp || 'unknown'}`
+
+  /** The counter of the user the name resolves to, or of the name when none does. */
+  function subjectKey(username: string, user: ApplicationPasswordUser | undefined): string {
     // Logins compare case-insensitively in WordPress's MySQL collation, so "Alice" is alice.
-    return [`wp-auth-fail:ip:${clientIp || 'unknown'}`, `wp-auth-fail:login:${sha256(username.toLowerCase())}`]
+    return user ? `${FAILURE_PREFIX}:user:${user.id}` : `${FAILURE_PREFIX}:login:${sha256(sanitizeLogin(username).toLowerCase())}`
   }
 
-  async function retryAfter(keys: string[]): Promise<number> {
-    const starts = await Promise.all(keys.map((key) => store.get(`${key}:since`)))
-    const since = Math.min(...starts.map((s) => (s === null ? clock.now() : Number(s))))
-    const seconds = Math.ceil((since + windowMs - clock.now()) / 1000)
-    return Math.min(Math.max(seconds, 1), Math.ceil(windowMs / 1000))
-  }
-
-  async function throttled(keys: string[]): Promise<boolean> {
+  /** The keys among `keys` whose count has reached the limit. */
+  async function throttledKeys(keys: string[]): Promise<string[]> {
     const counts = await Promise.all(keys.map((key) => store.get(key)))
-    return counts.some((count) => count !== null && Number(count) >= maxFailures)
+    return keys.filter((_key, i) => counts[i] !== null && Number(counts[i]) >= maxFailures)
   }
 
-  async function recordFailure(keys: string[]): Promise<boolean> {
+  /** Seconds until every counter in `keys` (the throttled ones) has run out. */
+  async function throttledFor(keys: string[]): Promise<ApplicationPasswordResult> {
+    const starts = await Promise.all(keys.map((key) => store.get(`${key}:since`)))
+    const now = clock.now()
+    const remainingMs = Math.max(...starts.map((s) => (s === null ? windowMs : Number(s) + windowMs - now)))
+    const seconds = Math.min(Math.max(Math.ceil(remainingMs / 1000), 1), Math.ceil(windowMs / 1000))
+    return { kind: 'throttled', retryAfterSeconds: seconds }
+  }
+
+  /** Counts one failure on every key; answers the keys that have now reached the limit. */
+  async function recordFailure(keys: string[]): Promise<string[]> {
     const counts = await Promise.all(keys.map((key) => store.increment(key, windowMs)))
     await Promise.all(keys.map((key, i) => (counts[i] === 1 ? store.set(`${key}:since`, String(clock.now()), windowMs) : undefined)))
-    return counts.some((count) => count >= maxFailures)
+    return keys.filter((_key, i) => counts[i]! >= maxFailures)
   }
 
-  async function findUser(username: string): Promise<ApplicationPasswordUser | undefined> {
+  async function findUser(username: string, reads: Reads): Promise<ApplicationPasswordUser | undefined> {
     const login = sanitizeLogin(username)
-    const user = login === '' ? undefined : await options.findUserByLogin(login)
+    const user = login === '' ? undefined : await options.findUserByLogin(login, reads)
     // wp_authenticate_application_password(): a name that is no login but is an e-mail address
     // is tried as the user's e-mail.
-    if (!user && isEmail(username)) return options.findUserByEmail(username)
+    if (!user && isEmail(username)) return options.findUserByEmail(username, reads)
     return user
   }
 
-  async function verify(credentials: BasicCredentials, password: string): Promise<ApplicationPasswordResult> {
-    const user = await findUser(credentials.username)
-    if (!user) return { kind: 'invalid', reason: 'unknown_user' }
+  async function holdsPassword(user: ApplicationPasswordUser, password: string): Promise<boolean> {
     const hashes = applicationPasswordHashes(await options.applicationPasswords(user.id))
     // WordPress stops at the first match; checking every hash would cost the same on failure.
-    for (const hash of hashes) {
-      if (checkApplicationPassword(password, hash)) return { kind: 'user', userId: user.id, login: user.login }
-    }
-    return { kind: 'invalid', reason: 'incorrect_password' }
+    return hashes.some((hash) => checkApplicationPassword(password, hash))
   }
+
+  const verifiedKey = (user: ApplicationPasswordUser, password: string) => sha256(`${user.id}:${password}`)
 
   return {
     async authenticate(authorizationHeader, clientIp) {
       const credentials = parseBasicAuthorization(authorizationHeader)
       if (!credentials) return { kind: 'invalid', reason: 'malformed' }
+      const { username } = credentials
       const password = normalizeApplicationPassword(credentials.password)
-      const cacheKey = sha256(`${credentials.username}:${password}`)
-      const cached = cacheGet(cacheKey)
-      // A cached success is no guess, so it skips the throttle and its store round trips.
-      if (cached) return { kind: 'user', ...cached }
 
-      const keys = failureKeys(credentials.username, clientIp)
-      if (await throttled(keys)) return { kind: 'throttled', retryAfterSeconds: await retryAfter(keys) }
-      const result = password === '' ? { kind: 'invalid', reason: 'incorrect_password' } as const : await verify(credentials, password)
-      if (result.kind === 'user') {
-        cacheSet(cacheKey, { id: result.userId, login: result.login })
-        await store.del(keys[1]!)
-        return result
+      const ipKey = addressKey(clientIp)
+      const ipThrottled = await throttledKeys([ipKey])
+      if (ipThrottled.length > 0) return throttledFor(ipThrottled)
+
+      let reads = cachedReads()
+      let user = await findUser(username, reads)
+      if (!user && reads.servedFromCache) {
+        reads = freshReads()
+        user = await findUser(username, reads)
       }
-      if (await recordFailure(keys)) return { kind: 'throttled', retryAfterSeconds: await retryAfter(keys) }
-      return result
+      let userKey = subjectKey(username, user)
+      let throttled = await throttledKeys([userKey])
+      if (throttled.length > 0) return throttledFor(throttled)
+
+      let reason: ApplicationPasswordRefusal = user ? 'incorrect_password' : 'unknown_user'
+      if (user && password !== '') {
+        const hit = cacheGet(verifiedKey(user, password))
+        if (hit) return { kind: 'user', ...hit }
+        let holds = await holdsPassword(user, password)
+        // The meta was read fresh, but the login may name another user now (deleted and
+        // created again, renamed): look it up past the cache before refusing.
+        if (!holds && reads.servedFromCache) {
+          const current = await findUser(username, freshReads())
+          if (current?.id !== user.id) {
+            user = current
+            userKey = subjectKey(username, user)
+            throttled = await throttledKeys([userKey])
+            if (throttled.length > 0) return throttledFor(throttled)
+            holds = user !== undefined && await holdsPassword(user, password)
+            if (!user) reason = 'unknown_user'
+          }
+        }
+        if (holds && user) {
+          cacheSet(verifiedKey(user, password), user)
+          await store.del(userKey)
+          return { kind: 'user', userId: user.id, login: user.login }
+        }
+      }
+      const reached = await recordFailure([ipKey, userKey])
+      if (reached.length > 0) return throttledFor(reached)
+      return { kind: 'invalid', reason }
     },
     clear() {
       verified.clear()

@@ -5,10 +5,22 @@ import type { Store } from '../store/types.js'
 import type { WordPressAuthenticator } from './authenticate.js'
 import type { Principal } from './principal.js'
 import { userOwnerKey } from './principal.js'
-import { createWordPressAuth, type AuthenticatedUser, type WordPressAuth, type WordPressAuthSettings } from './wordpress-auth.js'
+import { createWordPressAuth, type AuthenticatedUser, type TokenUser, type WordPressAuth, type WordPressAuthSettings } from './wordpress-auth.js'
 
 function toPrincipal(user: AuthenticatedUser): Principal {
-  return { method: user.method, userId: user.userId, ownerKey: userOwnerKey(user.userId), canCreate: user.canCreate, isAdmin: user.isAdmin }
+  return {
+    method: user.method,
+    userId: user.userId,
+    ownerKey: userOwnerKey(user.userId),
+    canCreate: user.canCreate,
+    isAdmin: user.isAdmin,
+    recheck: async () => toPrincipal(await user.recheck()),
+  }
+}
+
+/** A token never satisfies AI_ADMIN_CAPABILITY; only its right to create follows the user's roles. */
+function toTokenPrincipal(token: Principal, user: TokenUser): Principal {
+  return { ...token, canCreate: user.canCreate, isAdmin: false, recheck: async () => toTokenPrincipal(token, await user.recheck()) }
 }
 
 export function wordPressSettings(config: Readonly<Config>): WordPressAuthSettings {
@@ -24,19 +36,29 @@ export function wordPressAuthenticator(auth: WordPressAuth): WordPressAuthentica
       if (r.kind === 'none') return { kind: 'none' }
       return r
     },
+    async pageCookie({ method, cookieHeader }) {
+      const r = await auth.authenticatePageCookie({ method, cookieHeader })
+      if (r.kind === 'none') return { kind: 'none' }
+      return { kind: 'user', principal: toPrincipal(r.user), login: r.user.login, nonce: r.nonce }
+    },
     async basic({ authorization, clientIp }) {
       const r = await auth.authenticateBasic({ authorizationHeader: authorization, clientIp })
       if (r.kind === 'user') return { kind: 'user', principal: toPrincipal(r) }
       if (r.kind === 'throttled') return r
       return { kind: 'invalid' }
     },
+    async token(principal) {
+      return toTokenPrincipal(principal, await auth.tokenUser(principal.userId))
+    },
   }
 }
 
-export function createWordPressAuthFor(config: Readonly<Config>, handle: DatabaseHandle, store: Store, clock: Clock): WordPressAuth {
+export function createWordPressAuthFor(
+  config: Readonly<Config>, handle: DatabaseHandle, store: Store, clock: Clock, settings: WordPressAuthSettings = wordPressSettings(config),
+): WordPressAuth {
   return createWordPressAuth({
     db: handle,
-    settings: wordPressSettings(config),
+    settings,
     store,
     clock,
     createCapability: config.createCapability,

@@ -1,15 +1,20 @@
 /**
- * WordPress authentication for the gateway: the logged-in cookie with its REST nonce, and
- * application passwords. It reads WordPress's tables (through wordpress-repository.ts) and never
- * writes them.
+ * WordPress authentication for the gateway: the logged-in cookie with its REST nonce, the same
+ * cookie alone for the admin page load, application passwords, and the capability check of
+ * tokens issued for WordPress users. It reads WordPress's tables (through
+ * wordpress-repository.ts) and never writes them.
  *
  * Caching: user rows, user meta (session tokens, capabilities) and options are kept in process
  * memory for `cacheTtlMs` (default 5 s, never more than 10 s), so a burst of requests from one
  * user costs one set of queries, while a logout, a password change or a role change made in
- * WordPress takes effect within that time on every replica (SPEC §5: within 10 s). The
- * `_application_passwords` meta is always read fresh when a password has to be verified, and a
- * verified password is trusted for at most 5 s (see app-passwords.ts), so a revoked application
- * password stops working within 5 s too.
+ * WordPress takes effect within that time on every replica (SPEC §5: within 10 s). Caches may
+ * delay a revocation, never a grant: a cookie refused on cached rows for a reason newer rows
+ * could change (a user, password hash, session or salt option the cache lacks) is checked once
+ * more past the cache before it is refused, and every user this module authenticates carries a
+ * `recheck()` that reads its capabilities past the cache, so a new login or a role just given
+ * works at once. The `_application_passwords` meta is always read fresh when a password has to
+ * be verified, and a verified password is trusted for at most 5 s (see app-password-auth.ts), so
+ * a revoked application password stops working within 5 s too.
  *
  * Secrets (salts, keys, cookies, passwords) are never logged: this module does not log at all,
  * and its results carry refusal reasons, never the values involved.
@@ -21,10 +26,11 @@ import type { Store } from '../store/types.js'
 import {
   createApplicationPasswordAuthenticator, type ApplicationPasswordRefusal,
 } from './app-password-auth.js'
+import { cachedReads, freshReads, TtlCache, type Reads } from './ttl-cache.js'
 import { resolveCapabilities, type UserCapabilities } from '../wordpress/capabilities.js'
 import { maybeUnserialize, type PhpValue } from '../wordpress/php-unserialize.js'
 import { cookieHashFor, loggedInCookieName, readCookie, validateLoggedInCookie, type CookieRefusal } from '../wordpress/cookie.js'
-import { DEFAULT_NONCE_LIFE_SECONDS, verifyNonce } from '../wordpress/nonce.js'
+import { createNonce, DEFAULT_NONCE_LIFE_SECONDS, verifyNonce } from '../wordpress/nonce.js'
 import { wpSalt, type SaltScheme, type SaltSettings } from '../wordpress/salts.js'
 
 /** The wp-config values authentication depends on (SPEC §2). */
@@ -48,7 +54,7 @@ export interface WordPressAuthOptions {
   adminCapability: string
   /** How long WordPress rows are cached in memory. Default 5000 ms, capped at 10 000; 0 disables. */
   cacheTtlMs?: number
-  /** Failed application-password attempts per client address and per login (default 10 per 5 min). */
+  /** Failed application-password attempts per client address and per user (default 10 per 5 min). */
   throttle?: { maxFailures?: number; windowMs?: number }
   /** How long a verified application password is trusted (default 5000 ms, capped at 10 000). */
   verifiedPasswordCacheMs?: number
@@ -68,6 +74,17 @@ export interface AuthenticatedUser {
   canCreate: boolean
   /** `can(adminCapability)`. */
   isAdmin: boolean
+  /** The same user with capabilities read past the cache (a refusal asks before it refuses). */
+  recheck(): Promise<AuthenticatedUser>
+}
+
+/** What a token for WordPress user `userId` may do (SPEC §5: held to AI_CREATE_CAPABILITY). */
+export interface TokenUser {
+  userId: number
+  /** False when no such user is in `{prefix}users`. */
+  exists: boolean
+  canCreate: boolean
+  recheck(): Promise<TokenUser>
 }
 
 export type CookieNoneReason = 'no_cookie' | CookieRefusal
@@ -83,6 +100,14 @@ export type CookieAuthResult =
   | AuthenticatedUser
   | { kind: 'anonymous' }
   | { kind: 'invalid_nonce' }
+  | { kind: 'none'; reason: CookieNoneReason }
+
+/**
+ * The admin page load (SPEC §4 `GET /admin`): the cookie alone, as opening wp-admin, and a fresh
+ * `wp_rest` nonce for the page's own calls.
+ */
+export type PageCookieResult =
+  | { kind: 'page'; user: AuthenticatedUser; nonce: string }
   | { kind: 'none'; reason: CookieNoneReason }
 
 export type BasicAuthResult =
@@ -109,7 +134,11 @@ export interface BasicAuthRequest {
 
 export interface WordPressAuth {
   authenticateCookie(request: CookieAuthRequest): Promise<CookieAuthResult>
+  /** The cookie without a nonce, for the admin page load only; creates the page's nonce. */
+  authenticatePageCookie(request: Omit<CookieAuthRequest, 'nonce'>): Promise<PageCookieResult>
   authenticateBasic(request: BasicAuthRequest): Promise<BasicAuthResult>
+  /** The user behind a token's `sub` (> 0) and whether that user may create jobs. */
+  tokenUser(userId: number): Promise<TokenUser>
   /** The cookie name: `wordpress_logged_in_` + COOKIEHASH. */
   loggedInCookieName(): Promise<string>
   /** Takes new salts/COOKIEHASH (SIGHUP re-reads wp-config.php) and drops every cache. */
@@ -120,39 +149,25 @@ export interface WordPressAuth {
 
 const DEFAULT_CACHE_TTL_MS = 5_000
 const MAX_CACHE_TTL_MS = 10_000
-const MAX_CACHE_ENTRIES = 50_000
 const NONCE_ACTION = 'wp_rest'
 
-/** A small read-through cache of promises, so concurrent misses share one query. */
-class TtlCache {
-  private readonly entries = new Map<string, { value: Promise<unknown>; expiresAt: number }>()
-  constructor(private readonly ttlMs: number, private readonly now: () => number) {}
+/**
+ * Refusals that newer rows could turn into a grant: a user created since, a password changed
+ * since (the cookie's pass_frag), a session opened since, a salt WordPress stored since. An
+ * expired or malformed cookie stays refused whatever the rows say.
+ */
+const REFUSALS_ROWS_CAN_CHANGE: ReadonlySet<CookieNoneReason> = new Set(['unknown_user', 'bad_hmac', 'no_session', 'no_salt'])
 
-  get<T>(key: string, load: () => Promise<T>): Promise<T> {
-    if (this.ttlMs <= 0) return load()
-    const now = this.now()
-    const hit = this.entries.get(key)
-    if (hit && hit.expiresAt > now) return hit.value as Promise<T>
-    const value = load()
-    this.entries.delete(key)
-    this.entries.set(key, { value, expiresAt: now + this.ttlMs })
-    // A failed query (database down) must not be served from the cache.
-    value.catch(() => {
-      if (this.entries.get(key)?.value === value) this.entries.delete(key)
-    })
-    this.evict(now)
-    return value
-  }
+/** One try at a result, and whether trying again past the cache could change it. */
+interface Attempt<T> {
+  result: T
+  retry: boolean
+}
 
-  clear(): void {
-    this.entries.clear()
-  }
-
-  private evict(now: number): void {
-    if (this.entries.size <= MAX_CACHE_ENTRIES) return
-    for (const [key, entry] of this.entries) if (entry.expiresAt <= now) this.entries.delete(key)
-    while (this.entries.size > MAX_CACHE_ENTRIES) this.entries.delete(this.entries.keys().next().value!)
-  }
+/** Tries on rows through the cache; tries once more past it when the cache may be behind. */
+async function cachedThenFresh<T>(attempt: (reads: Reads) => Promise<Attempt<T>>): Promise<T> {
+  const first = await attempt(cachedReads())
+  return first.retry ? (await attempt(freshReads())).result : first.result
 }
 
 function unserializeMeta(raw: string | null | undefined): PhpValue | undefined {
@@ -168,10 +183,11 @@ export function createWordPressAuth(options: WordPressAuthOptions): WordPressAut
   let settings: WordPressAuthSettings = { ...options.settings }
   const nowSeconds = () => Math.floor(clock.now() / 1000)
 
-  const userByLogin = (login: string) => cache.get(`login:${login}`, () => repo.getUserByLogin(db, login))
-  const userByEmail = (email: string) => cache.get(`email:${email}`, () => repo.getUserByEmail(db, email))
-  const userMeta = (userId: number, key: string) =>
-    cache.get(`meta:${userId}:${key}`, async () => unserializeMeta(await repo.getUserMeta(db, userId, key)))
+  const userByLogin = (login: string, reads?: Reads) => cache.get(`login:${login}`, () => repo.getUserByLogin(db, login), reads)
+  const userByEmail = (email: string, reads?: Reads) => cache.get(`email:${email}`, () => repo.getUserByEmail(db, email), reads)
+  const userById = (userId: number, reads?: Reads) => cache.get(`id:${userId}`, () => repo.getUserById(db, userId), reads)
+  const userMeta = (userId: number, key: string, reads?: Reads) =>
+    cache.get(`meta:${userId}:${key}`, async () => unserializeMeta(await repo.getUserMeta(db, userId, key)), reads)
   // A multisite is recognised by its sitemeta table (the MULTISITE constant is PHP's own). The
   // answer is kept until the caches are cleared: tables do not come and go under a live site.
   let multisite: Promise<boolean> | undefined
@@ -185,17 +201,17 @@ export function createWordPressAuth(options: WordPressAuthOptions): WordPressAut
     }
     return multisite
   }
-  const siteAdmins = () => cache.get('site_admins', async () => unserializeMeta(await repo.getSiteAdmins(db)))
+  const siteAdmins = (reads?: Reads) => cache.get('site_admins', async () => unserializeMeta(await repo.getSiteAdmins(db)), reads)
 
   /** get_site_option(): the network's sitemeta on a multisite, the options table otherwise. */
-  const siteOption = (name: string) => cache.get(`site_option:${name}`, async () => {
+  const siteOption = (name: string, reads?: Reads) => cache.get(`site_option:${name}`, async () => {
     const raw = (await isMultisite())
       ? await repo.getSiteMeta(db, name).then((meta) => (meta.table ? meta.value : undefined))
       : await repo.getOption(db, name)
     return unserializeMeta(raw)
-  })
-  const option = (name: string) => cache.get(`option:${name}`, async () => unserializeMeta(await repo.getOption(db, name)))
-  const salt = (scheme: SaltScheme) => wpSalt(scheme, settings, siteOption)
+  }, reads)
+  const option = (name: string, reads?: Reads) => cache.get(`option:${name}`, async () => unserializeMeta(await repo.getOption(db, name)), reads)
+  const salt = (scheme: SaltScheme, reads?: Reads) => wpSalt(scheme, settings, (name) => siteOption(name, reads))
 
   async function cookieName(): Promise<string> {
     if (settings.COOKIEHASH !== undefined) return loggedInCookieName(settings.COOKIEHASH)
@@ -203,20 +219,20 @@ export function createWordPressAuth(options: WordPressAuthOptions): WordPressAut
     return loggedInCookieName(cookieHashFor(typeof siteurl === 'string' ? siteurl : undefined))
   }
 
-  async function capabilitiesOf(userId: number, login: string): Promise<UserCapabilities> {
+  async function capabilitiesOf(userId: number, login: string, reads: Reads): Promise<UserCapabilities> {
     // On a multisite the main site's prefix is the base prefix, so `wp_capabilities` either way.
     const multi = await isMultisite()
     const [userCaps, roleDefinitions, superAdmins] = await Promise.all([
-      userMeta(userId, `${handle.prefix}capabilities`),
-      option(`${handle.prefix}user_roles`),
-      multi ? siteAdmins() : undefined,
+      userMeta(userId, `${handle.prefix}capabilities`, reads),
+      option(`${handle.prefix}user_roles`, reads),
+      multi ? siteAdmins(reads) : undefined,
     ])
     const superAdmin = multi ? { login, siteAdmins: superAdmins } : undefined
     return resolveCapabilities({ userCaps, roleDefinitions, superAdmin })
   }
 
-  async function authenticatedUser(userId: number, login: string, method: AuthenticatedUser['method']): Promise<AuthenticatedUser> {
-    const caps = await capabilitiesOf(userId, login)
+  async function authenticatedUser(userId: number, login: string, method: AuthenticatedUser['method'], reads: Reads): Promise<AuthenticatedUser> {
+    const caps = await capabilitiesOf(userId, login, reads)
     return {
       kind: 'user',
       method,
@@ -227,23 +243,73 @@ export function createWordPressAuth(options: WordPressAuthOptions): WordPressAut
       can: caps.can,
       canCreate: caps.can(options.createCapability),
       isAdmin: caps.can(options.adminCapability),
+      recheck: () => authenticatedUser(userId, login, method, freshReads()),
     }
   }
 
-  async function findCookieUser(login: string) {
-    const row = await userByLogin(login)
-    return row && { id: row.ID, login: row.user_login, passwordHash: row.user_pass }
+  async function tokenUser(userId: number, reads: Reads): Promise<TokenUser> {
+    const row = await userById(userId, reads)
+    const canCreate = row !== undefined && (await capabilitiesOf(row.ID, row.user_login, reads)).can(options.createCapability)
+    return { userId, exists: row !== undefined, canCreate, recheck: () => tokenUser(userId, freshReads()) }
+  }
+
+  /** wp_validate_auth_cookie() on rows read through `reads`. */
+  function validateCookie(value: string, method: string, reads: Reads) {
+    return validateLoggedInCookie(value, {
+      nowSeconds: nowSeconds(),
+      withGrace: method === 'POST',
+      loggedInSalt: () => salt('logged_in', reads),
+      findUserByLogin: async (login) => {
+        const row = await userByLogin(login, reads)
+        return row && { id: row.ID, login: row.user_login, passwordHash: row.user_pass }
+      },
+      sessionTokens: (userId) => userMeta(userId, 'session_tokens', reads),
+    })
+  }
+
+  /** The logged-in cookie's value, or undefined when there is none to check. */
+  async function loggedInCookie(cookieHeader: string | undefined): Promise<string | undefined> {
+    const value = readCookie(cookieHeader, await cookieName())
+    // wp_validate_logged_in_cookie() skips an empty cookie, as PHP's empty() does "0".
+    return value === undefined || value === '' || value === '0' ? undefined : value
+  }
+
+  async function restCookieAttempt(value: string, request: CookieAuthRequest, reads: Reads): Promise<Attempt<CookieAuthResult>> {
+    const cookie = await validateCookie(value, request.method, reads)
+    if (!cookie.ok) return { result: { kind: 'none', reason: cookie.reason }, retry: reads.servedFromCache && REFUSALS_ROWS_CAN_CHANGE.has(cookie.reason) }
+    // rest_cookie_check_errors(): a logged-in cookie without a nonce makes the request
+    // anonymous (CSRF protection); a nonce that is present but wrong is an error.
+    if (request.nonce === undefined || request.nonce === null) return { result: { kind: 'anonymous' }, retry: false }
+    // Only a nonce salt read from a cached option could be behind WordPress.
+    const saltReads: Reads = { fresh: reads.fresh, servedFromCache: false }
+    const nonceSalt = await salt('nonce', saltReads)
+    const valid = nonceSalt !== null && verifyNonce(request.nonce, {
+      action: NONCE_ACTION, userId: cookie.userId, token: cookie.token, nowSeconds: nowSeconds(), salt: nonceSalt, nonceLifeSeconds: nonceLife,
+    }) !== 0
+    if (!valid) return { result: { kind: 'invalid_nonce' }, retry: saltReads.servedFromCache }
+    return { result: await authenticatedUser(cookie.userId, cookie.login, 'cookie', reads), retry: false }
+  }
+
+  async function pageCookieAttempt(value: string, method: string, reads: Reads): Promise<Attempt<PageCookieResult>> {
+    const cookie = await validateCookie(value, method, reads)
+    if (!cookie.ok) return { result: { kind: 'none', reason: cookie.reason }, retry: reads.servedFromCache && REFUSALS_ROWS_CAN_CHANGE.has(cookie.reason) }
+    const nonceSalt = await salt('nonce', reads)
+    // Without a nonce salt WordPress would make one up and store it; no nonce could be checked.
+    if (nonceSalt === null) return { result: { kind: 'none', reason: 'no_salt' }, retry: reads.servedFromCache }
+    // wp_create_nonce('wp_rest') for this user and this session, as wp-admin embeds it.
+    const nonce = createNonce({ action: NONCE_ACTION, userId: cookie.userId, token: cookie.token, nowSeconds: nowSeconds(), salt: nonceSalt, nonceLifeSeconds: nonceLife })
+    return { result: { kind: 'page', user: await authenticatedUser(cookie.userId, cookie.login, 'cookie', reads), nonce }, retry: false }
   }
 
   const appPasswords = createApplicationPasswordAuthenticator({
     store: options.store,
     clock,
-    findUserByLogin: async (login) => {
-      const row = await userByLogin(login)
+    findUserByLogin: async (login, reads) => {
+      const row = await userByLogin(login, reads)
       return row && { id: row.ID, login: row.user_login }
     },
-    findUserByEmail: async (email) => {
-      const row = await userByEmail(email)
+    findUserByEmail: async (email, reads) => {
+      const row = await userByEmail(email, reads)
       return row && { id: row.ID, login: row.user_login }
     },
     applicationPasswords: async (userId) => unserializeMeta(await repo.getUserMeta(db, userId, '_application_passwords')),
@@ -260,35 +326,24 @@ export function createWordPressAuth(options: WordPressAuthOptions): WordPressAut
 
   return {
     async authenticateCookie(request) {
-      const value = readCookie(request.cookieHeader, await cookieName())
-      // wp_validate_logged_in_cookie() skips an empty cookie, as PHP's empty() does "0".
-      if (value === undefined || value === '' || value === '0') return { kind: 'none', reason: 'no_cookie' }
-      const now = nowSeconds()
-      const cookie = await validateLoggedInCookie(value, {
-        nowSeconds: now,
-        withGrace: request.method === 'POST',
-        loggedInSalt: () => salt('logged_in'),
-        findUserByLogin: findCookieUser,
-        sessionTokens: (userId) => userMeta(userId, 'session_tokens'),
-      })
-      if (!cookie.ok) return { kind: 'none', reason: cookie.reason }
-      // rest_cookie_check_errors(): a logged-in cookie without a nonce makes the request
-      // anonymous (CSRF protection); a nonce that is present but wrong is an error.
-      if (request.nonce === undefined || request.nonce === null) return { kind: 'anonymous' }
-      const nonceSalt = await salt('nonce')
-      if (nonceSalt === null) return { kind: 'invalid_nonce' }
-      const valid = verifyNonce(request.nonce, {
-        action: NONCE_ACTION, userId: cookie.userId, token: cookie.token, nowSeconds: now, salt: nonceSalt, nonceLifeSeconds: nonceLife,
-      })
-      if (valid === 0) return { kind: 'invalid_nonce' }
-      return authenticatedUser(cookie.userId, cookie.login, 'cookie')
+      const value = await loggedInCookie(request.cookieHeader)
+      if (value === undefined) return { kind: 'none', reason: 'no_cookie' }
+      return cachedThenFresh((reads) => restCookieAttempt(value, request, reads))
+    },
+
+    async authenticatePageCookie(request) {
+      const value = await loggedInCookie(request.cookieHeader)
+      if (value === undefined) return { kind: 'none', reason: 'no_cookie' }
+      return cachedThenFresh((reads) => pageCookieAttempt(value, request.method, reads))
     },
 
     async authenticateBasic(request) {
       const result = await appPasswords.authenticate(request.authorizationHeader, request.clientIp)
       if (result.kind !== 'user') return result
-      return authenticatedUser(result.userId, result.login, 'application_password')
+      return authenticatedUser(result.userId, result.login, 'application_password', cachedReads())
     },
+
+    tokenUser: (userId) => tokenUser(userId, cachedReads()),
 
     loggedInCookieName: cookieName,
 

@@ -6,7 +6,7 @@
  *
  * Lookups by login and e-mail follow the column's collation: on MySQL that is WordPress's own
  * case-insensitive `utf8mb4_unicode_520_ci`, exactly what `get_user_by()` sees; SQLite (a dev
- * database, never a real WordPress one) compares exactly.
+ * database, never a real WordPress one) compares exactly unless its table says `COLLATE NOCASE`.
  */
 import { sql, type Kysely } from 'kysely'
 import type { DatabaseHandle } from './database.js'

@@ -1,9 +1,11 @@
 import { createSecretKey } from 'node:crypto'
 import type { FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import { authenticate, type WordPressAuthenticator } from '../auth/authenticate.js'
+import { authenticate, authenticateAdminPage, type AdminPageSession, type AuthDeps, type WordPressAuthenticator } from '../auth/authenticate.js'
 import type { Principal } from '../auth/principal.js'
 import { createWordPressAuthFor, wordPressAuthenticator, wordPressSettings } from '../auth/wordpress-adapter.js'
+import type { WordPressAuth } from '../auth/wordpress-auth.js'
+import { fixedWordPressSource, lazyWordPressSource } from '../auth/wordpress-source.js'
 import type { Config } from '../config.js'
 import { hasWordPressTables } from '../db/wordpress-repository.js'
 import { ApiError } from '../errors.js'
@@ -12,19 +14,24 @@ import { ApiError } from '../errors.js'
  * What a route needs of its caller, said once in the route's `config.auth`:
  * - `user`: any authenticated caller (WordPress cookie + nonce, application password, token);
  * - `admin`: a WordPress user with AI_ADMIN_CAPABILITY (a token never has it);
+ * - `admin-page`: the admin page load: the WordPress logged-in cookie alone (no nonce, as
+ *   opening wp-admin; no token or application password) of a user with AI_ADMIN_CAPABILITY.
+ *   The request gets `adminPage`, with a fresh `wp_rest` nonce for the page's own calls;
  * - `webhook`: no caller; the route verifies a signature over the raw body itself;
  * - `none`: public (health checks, the JWKS, the OpenAPI document).
  * A route that says nothing is treated as `user`.
  */
-export type AuthKind = 'user' | 'admin' | 'none' | 'webhook'
+export type AuthKind = 'user' | 'admin' | 'admin-page' | 'none' | 'webhook'
 
 declare module 'fastify' {
   interface FastifyContextConfig {
     auth?: AuthKind
   }
   interface FastifyRequest {
-    /** Who the request acts for; set by the auth hook on every `user` and `admin` route. */
+    /** Who the request acts for; set by the auth hook on every `user`, `admin` and `admin-page` route. */
     principal: Principal
+    /** Set on `admin-page` routes: the nonce the page embeds for its calls, and whose it is. */
+    adminPage: AdminPageSession | undefined
   }
   interface FastifyInstance {
     auth: GatewayAuth
@@ -34,7 +41,7 @@ declare module 'fastify' {
 export interface GatewayAuth {
   /** The chain of SPEC §5: cookie + nonce, application password, signed token. Throws 401/403/429. */
   authenticate(request: FastifyRequest): Promise<Principal>
-  /** WordPress's own logins, when the database holds WordPress's user tables. */
+  /** WordPress's own logins, once the database holds WordPress's user tables. */
   readonly wordpress: WordPressAuthenticator | undefined
   /** SIGHUP: new salts from a re-read wp-config.php. */
   reloadWordPressSettings(config: Readonly<Config>): void
@@ -49,36 +56,64 @@ function forbidden(): ApiError {
   return new ApiError('ai_forbidden', 'This needs the administrator capability.')
 }
 
+/** Holds AI_ADMIN_CAPABILITY, asking past the caches before refusing (a grant is never delayed). */
+async function asAdmin(principal: Principal): Promise<Principal> {
+  if (principal.isAdmin) return principal
+  const fresh = principal.recheck ? await principal.recheck() : principal
+  if (!fresh.isAdmin) throw forbidden()
+  return fresh
+}
+
 /** Authentication as one `onRequest` hook, so no handler can forget it. */
 export const authPlugin = fp<AuthPluginOptions>(async (app, options) => {
   const { config, clock, db, store } = app
-  const wordpressAuth = options.wordpress === undefined && await hasWordPressTables(db)
-    ? createWordPressAuthFor(config, db, store, clock)
-    : undefined
-  const wordpress = options.wordpress ?? (wordpressAuth ? wordPressAuthenticator(wordpressAuth) : undefined)
-  if (!wordpress && !config.embedded) app.log.warn(`no ${config.tablePrefix}users table: WordPress cookies and application passwords are off; only signed tokens authenticate`)
+  let wordpressAuth: WordPressAuth | undefined
+  let settings = wordPressSettings(config)
+  const source = options.wordpress !== undefined
+    ? fixedWordPressSource(options.wordpress)
+    : lazyWordPressSource({
+      foundAtStart: await hasWordPressTables(db),
+      hasTables: () => hasWordPressTables(db),
+      build: () => {
+        wordpressAuth = createWordPressAuthFor(config, db, store, clock, settings)
+        return wordPressAuthenticator(wordpressAuth)
+      },
+      now: () => clock.now(),
+      onFound: () => app.log.info(`${config.tablePrefix}users table found: WordPress cookies and application passwords are on`),
+    })
+  if (!source.current && !config.embedded) {
+    app.log.warn(`no ${config.tablePrefix}users table yet: WordPress cookies and application passwords are off until it exists (looked for again every 30 s while requests need it)`)
+  }
 
   // Imported once: a KeyObject spares the key conversion on every verify.
   const publicTokenSecret = config.publicTokenSecret ? createSecretKey(Buffer.from(config.publicTokenSecret, 'utf8')) : undefined
+  const deps: AuthDeps = { publicTokenSecret, wordpress: source, now: () => clock.now() }
   const auth: GatewayAuth = {
-    authenticate: (request) => authenticate(request, { publicTokenSecret, wordpress, now: () => clock.now() }),
-    wordpress,
-    reloadWordPressSettings: (next) => wordpressAuth?.reloadSettings(wordPressSettings(next)),
+    authenticate: (request) => authenticate(request, deps),
+    get wordpress() {
+      return source.current
+    },
+    reloadWordPressSettings: (next) => {
+      settings = wordPressSettings(next)
+      wordpressAuth?.reloadSettings(settings)
+    },
   }
   app.decorate('auth', auth)
   app.decorateRequest('principal', null as unknown as Principal)
+  app.decorateRequest('adminPage', undefined)
 
   app.addHook('onRequest', async (request) => {
     // Unmatched URLs get their 404 from the not-found handler, whoever asks.
     if (request.routeOptions.url === undefined) return
     const kind = request.routeOptions.config.auth ?? 'user'
     if (kind === 'none' || kind === 'webhook') return
-    let principal = await auth.authenticate(request)
-    if (kind === 'admin' && !principal.isAdmin) {
-      // Caches may delay a revocation, never a grant: a role just given is looked up again.
-      if (principal.recheck) principal = await principal.recheck()
-      if (!principal.isAdmin) throw forbidden()
+    if (kind === 'admin-page') {
+      const { principal, page } = await authenticateAdminPage(request, deps)
+      request.principal = await asAdmin(principal)
+      request.adminPage = page
+      return
     }
-    request.principal = principal
+    const principal = await auth.authenticate(request)
+    request.principal = kind === 'admin' ? await asAdmin(principal) : principal
   })
 }, { name: 'auth', dependencies: ['config', 'db', 'store'] })

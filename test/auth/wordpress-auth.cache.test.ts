@@ -99,6 +99,23 @@ describe.each(dialects)('WordPress auth caches and throttle on $name', (dialect)
     expect(await cookieAuth()).toMatchObject({ kind: 'user', roles: ['administrator'], isAdmin: true })
   })
 
+  it('accepts a cookie at once when WordPress has just stored the salt options the cache lacked', async () => {
+    // A wp-config without LOGGED_IN_* and NONCE_* constants: WordPress generates the salts on
+    // first use and keeps them as options.
+    const withoutConstants = createWordPressAuth({
+      db: handle, settings: {}, store, clock, cacheTtlMs: TTL_MS, createCapability: 'read', adminCapability: 'manage_options',
+    })
+    const attempt = () => withoutConstants.authenticateCookie({ method: 'POST', cookieHeader, nonce: aliceCase.nonce })
+    expect(await attempt()).toEqual({ kind: 'none', reason: 'no_salt' })
+    await handle.db.insertInto('options').values([
+      { option_id: 9001, option_name: 'logged_in_key', option_value: v.salts.LOGGED_IN_KEY! },
+      { option_id: 9002, option_name: 'logged_in_salt', option_value: v.salts.LOGGED_IN_SALT! },
+      { option_id: 9003, option_name: 'nonce_key', option_value: v.salts.NONCE_KEY! },
+      { option_id: 9004, option_name: 'nonce_salt', option_value: v.salts.NONCE_SALT! },
+    ]).execute()
+    expect(await attempt()).toMatchObject({ kind: 'user', userId: 2 })
+  })
+
   it('throttles ten wrong application passwords in a row, per address and per login', async () => {
     const wrong = basic(aliceApp.user, 'wrongwrongwrongwrongwron')
     const results = []

@@ -4,6 +4,7 @@
  */
 import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
+import { sql } from 'kysely'
 import { createConnection, type Connection } from 'mysql2/promise'
 import type { DatabaseHandle } from '../../src/db/database.js'
 
@@ -138,14 +139,17 @@ export async function dropWordPressFixturesMysql(databaseName: string): Promise<
 /**
  * Creates `{prefix}users`, `{prefix}usermeta` and `{prefix}options` in a SQLite handle (the
  * prefix plugin names them) and inserts wordpress-rows.json, plus the wp68 users if missing.
+ * Logins and e-mails compare without case, as in WordPress's MySQL tables.
  */
 export async function loadWordPressFixturesSqlite(handle: DatabaseHandle): Promise<void> {
   const { db } = handle
   await db.schema.createTable('users')
     .addColumn('ID', 'integer', (c) => c.primaryKey())
-    .addColumn('user_login', 'text', (c) => c.notNull().defaultTo(''))
+    // WordPress's utf8mb4_unicode_520_ci compares logins and e-mails case-insensitively
+    // (get_user_by('login', 'BOB') is bob); NOCASE is SQLite's nearest (ASCII) equivalent.
+    .addColumn('user_login', 'text', (c) => c.notNull().defaultTo('').modifyEnd(sql`collate nocase`))
     .addColumn('user_pass', 'text', (c) => c.notNull().defaultTo(''))
-    .addColumn('user_email', 'text', (c) => c.notNull().defaultTo(''))
+    .addColumn('user_email', 'text', (c) => c.notNull().defaultTo('').modifyEnd(sql`collate nocase`))
     .addColumn('user_registered', 'text', (c) => c.notNull().defaultTo('0000-00-00 00:00:00'))
     .addColumn('display_name', 'text', (c) => c.notNull().defaultTo(''))
     .execute()
