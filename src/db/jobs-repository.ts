@@ -520,40 +520,57 @@ export function isDuplicateKey(err: unknown): boolean {
   return e?.code === 'ER_DUP_ENTRY' || e?.errno === 1062 || e?.code === 'SQLITE_CONSTRAINT_UNIQUE' || e?.code === 'SQLITE_CONSTRAINT_PRIMARYKEY'
 }
 
+/** What the usage export groups by (SPEC §4 `GET /admin/usage.csv`). */
+export type UsageGroup = 'day' | 'user' | 'model'
+
 export interface UsageRow {
-  day: string
-  user_id: number
-  model: string
+  day?: string
+  user_id?: number
+  model?: string
   jobs: number
+  pending: number
+  running: number
   succeeded: number
   failed: number
+  canceled: number
   input_tokens: number
   output_tokens: number
   provider_ms: number
 }
 
-/** Usage per day, user and model for the admin CSV (created_at in [fromMs, toMs)). */
-export async function usageByDay(handle: DatabaseHandle, fromMs: number, toMs: number): Promise<UsageRow[]> {
+/**
+ * Usage over jobs created in [fromMs, toMs), grouped by any of day (UTC), user and model, in
+ * group order, read as a stream so an export of any size holds one chunk of rows at a time.
+ */
+export async function* streamUsage(handle: DatabaseHandle, fromMs: number, toMs: number, groups: readonly UsageGroup[]): AsyncGenerator<UsageRow> {
   const day = handle.dialect === 'mysql' ? sql<string>`DATE_FORMAT(created_at, '%Y-%m-%d')` : sql<string>`substr(created_at, 1, 10)`
-  const rows = await handle.db.selectFrom('ai_jobs')
+  const count = (status: JobStatus) => sql<number>`SUM(CASE WHEN status = ${status} THEN 1 ELSE 0 END)`
+  const keys = groups.map((g) => (g === 'day' ? day : g === 'user' ? sql.ref('user_id') : sql.ref('model')))
+  let q = handle.db.selectFrom('ai_jobs')
     .select([
-      day.as('day'),
-      'user_id',
-      'model',
       sql<number>`COUNT(*)`.as('jobs'),
-      sql<number>`SUM(CASE WHEN status = 'succeeded' THEN 1 ELSE 0 END)`.as('succeeded'),
-      sql<number>`SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END)`.as('failed'),
+      count('pending').as('pending'), count('running').as('running'), count('succeeded').as('succeeded'),
+      count('failed').as('failed'), count('canceled').as('canceled'),
       sql<number>`COALESCE(SUM(input_tokens), 0)`.as('input_tokens'),
       sql<number>`COALESCE(SUM(output_tokens), 0)`.as('output_tokens'),
       sql<number>`COALESCE(SUM(provider_ms), 0)`.as('provider_ms'),
     ])
     .where('created_at', '>=', toDbTime(fromMs))
     .where('created_at', '<', toDbTime(toMs))
-    .groupBy([day, 'user_id', 'model'])
-    .orderBy(day).orderBy('user_id').orderBy('model')
-    .execute()
-  return rows.map((r) => ({
-    day: r.day, user_id: Number(r.user_id), model: r.model, jobs: Number(r.jobs), succeeded: Number(r.succeeded),
-    failed: Number(r.failed), input_tokens: Number(r.input_tokens), output_tokens: Number(r.output_tokens), provider_ms: Number(r.provider_ms),
-  }))
+  if (groups.includes('day')) q = q.select(day.as('day'))
+  if (groups.includes('user')) q = q.select('user_id')
+  if (groups.includes('model')) q = q.select('model')
+  if (keys.length > 0) q = q.groupBy(keys)
+  for (const key of keys) q = q.orderBy(key)
+  for await (const r of q.stream(1000)) {
+    const row: UsageRow = {
+      jobs: Number(r.jobs), pending: Number(r.pending), running: Number(r.running), succeeded: Number(r.succeeded), failed: Number(r.failed),
+      canceled: Number(r.canceled), input_tokens: Number(r.input_tokens), output_tokens: Number(r.output_tokens), provider_ms: Number(r.provider_ms),
+    }
+    const named = r as { day?: string; user_id?: number; model?: string }
+    if (named.day !== undefined) row.day = named.day
+    if (named.user_id !== undefined) row.user_id = Number(named.user_id)
+    if (named.model !== undefined) row.model = named.model
+    yield row
+  }
 }

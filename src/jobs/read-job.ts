@@ -23,7 +23,15 @@ export function visibleTo(row: JobRow | undefined, principal: Principal): JobRow
   return row
 }
 
-/** The job as its owner (or an admin) may see it, or a 404. */
+/**
+ * The job as its owner (or an admin) may see it, or a 404. Before another owner's job is refused,
+ * a principal whose admin capability came from cached rows is checked again (SPEC §5: caches may
+ * delay a revocation, never a grant).
+ */
 export async function readVisibleJob(services: Pick<JobServices, 'db'>, principal: Principal, id: number): Promise<JobRow> {
-  return visibleTo(await findJob(services.db.db, id), principal)
+  const row = await findJob(services.db.db, id)
+  if (row && row.owner_key !== principal.ownerKey && !principal.isAdmin && principal.recheck) {
+    return visibleTo(row, await principal.recheck())
+  }
+  return visibleTo(row, principal)
 }

@@ -1,7 +1,8 @@
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { FastifyInstance } from 'fastify'
 import Type from 'typebox'
-import { listJobs, usageByDay } from '../db/jobs-repository.js'
+import { Readable } from 'node:stream'
+import { listJobs, streamUsage, type UsageGroup, type UsageRow } from '../db/jobs-repository.js'
 import { ApiError } from '../errors.js'
 import { cancelJob } from '../jobs/cancel-job.js'
 import { toJobResponse } from '../jobs/job-response.js'
@@ -25,6 +26,18 @@ function csvCell(value: string | number): string {
   // Quote always, and defuse spreadsheet formulas in text cells.
   const safe = /^[=+\-@\t\r]/.test(text) && typeof value === 'string' ? `'${text}` : text
   return `"${safe.replace(/"/g, '""')}"`
+}
+
+const USAGE_COLUMNS = ['jobs', 'pending', 'running', 'succeeded', 'failed', 'canceled', 'input_tokens', 'output_tokens', 'provider_ms'] as const
+
+/** `group=day,user` → the groups in the export's fixed order; refuses what is not a group. */
+function usageGroups(raw: string | undefined): UsageGroup[] {
+  if (raw === undefined || raw === '') return ['day', 'user', 'model']
+  const asked = raw.split(',').map((g) => g.trim())
+  for (const g of asked) {
+    if (g !== 'day' && g !== 'user' && g !== 'model') throw new ApiError('ai_invalid_request', 'group: must list day, user and/or model, comma-separated', { details: { field: 'group', reason: `unknown group "${g}"` } })
+  }
+  return (['day', 'user', 'model'] as const).filter((g) => asked.includes(g))
 }
 
 /** The admin API (SPEC §4): AI_ADMIN_CAPABILITY only, which a signed public token never has. */
@@ -80,20 +93,31 @@ export async function adminRoutes(fastify: FastifyInstance): Promise<void> {
   app.get('/admin/usage.csv', {
     config: { auth: 'admin', noStore: true },
     schema: {
-      summary: 'Usage per day, user and model, as CSV', tags: ['admin'],
+      summary: 'Usage as CSV, grouped by day, user and/or model', tags: ['admin'],
+      description: 'Jobs created in [from, to) (default: the last 30 days), grouped by `group` (any of day, user, model; default all three), with jobs by status, tokens and provider time. Streamed: an export of any size holds one chunk of rows at a time.',
       querystring: UsageCsvQuery,
       response: { 200: { description: 'CSV', content: { 'text/csv': { schema: Type.String() } } }, ...errorResponses },
     },
   }, async (request, reply) => {
     const from = dateOf(request.query.from, 'from') ?? app.clock.now() - 30 * 86_400_000
     const to = dateOf(request.query.to, 'to') ?? app.clock.now() + 86_400_000
-    const rows = await usageByDay(app.db, from, to)
-    const lines = ['day,user_id,model,jobs,succeeded,failed,input_tokens,output_tokens,provider_ms']
-    for (const r of rows) {
-      lines.push([r.day, r.user_id, csvCell(r.model), r.jobs, r.succeeded, r.failed, r.input_tokens, r.output_tokens, r.provider_ms].join(','))
+    const groups = usageGroups(request.query.group)
+    const header = [...groups.map((g) => (g === 'user' ? 'user_id' : g)), ...USAGE_COLUMNS].join(',')
+    const line = (r: UsageRow) => [
+      ...groups.map((g) => (g === 'day' ? r.day : g === 'user' ? r.user_id : csvCell(r.model ?? ''))),
+      ...USAGE_COLUMNS.map((c) => r[c]),
+    ].join(',')
+    const rows = streamUsage(app.db, from, to, groups)
+    // The first row is read before the answer starts, so a database that is down is still a 503.
+    const first = await rows.next()
+    async function* csv(): AsyncGenerator<string> {
+      yield `${header}\n`
+      if (first.done) return
+      yield `${line(first.value)}\n`
+      for await (const r of rows) yield `${line(r)}\n`
     }
     reply.header('Content-Type', 'text/csv; charset=utf-8')
     reply.header('Content-Disposition', 'attachment; filename="ai-usage.csv"')
-    return `${lines.join('\n')}\n`
+    return reply.send(Readable.from(csv()))
   })
 }

@@ -29,4 +29,5 @@ export const AdminJobList = Type.Object({
 export const UsageCsvQuery = Type.Object({
   from: Type.Optional(DateParam),
   to: Type.Optional(DateParam),
+  group: Type.Optional(Type.String({ description: 'any of day, user, model, comma-separated (default all three)' })),
 })
