@@ -242,7 +242,7 @@ describe.each<{ dialect: Dialect; share: number }>([
     })
     app = t.app
     expect(app.auth.wordpress, 'WordPress logins are on').toBeDefined()
-    const app2 = v.application_passwords.find((p) => p.user === 'alice')!
+    const alicePassword = v.application_passwords.find((p) => p.user === 'alice')!
     world = {
       nowMs: NOW_MS,
       tokenSecret: TOKEN_SECRET,
@@ -251,7 +251,7 @@ describe.each<{ dialect: Dialect; share: number }>([
       cookieName: v.logged_in_cookie_name,
       admin: login('admin'),
       alice: login('alice'),
-      basic: `Basic ${Buffer.from(`alice:${app2.password}`).toString('base64')}`,
+      basic: `Basic ${Buffer.from(`alice:${alicePassword.password}`).toString('base64')}`,
       streamIds: [],
       mutableIds: [],
       keys: {},
