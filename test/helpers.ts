@@ -65,8 +65,16 @@ export async function buildTestApp(options: {
   env?: Record<string, string | undefined>
   clock?: Clock
   deps?: Partial<AppDeps>
+  /** Runs on the fresh database before the app is built (WordPress tables, for instance, turn its logins on). */
+  prepare?: (url: string) => Promise<void>
 }): Promise<TestApp> {
   const db = await freshDatabase(options.dialect, options.name)
+  try {
+    await options.prepare?.(db.url)
+  } catch (err) {
+    await db.cleanup()
+    throw err
+  }
   const config = testConfig({ DATABASE_URL: db.url, ...options.env })
   const app = await buildApp(config, { logger: false, startWorkers: false, ...(options.clock ? { clock: options.clock } : {}), ...options.deps })
   return {
