@@ -40,8 +40,11 @@ function workerMsOf(row: JobRow, nowMs: number): number | null {
   const started = row.started_at ? fromDbTime(row.started_at) : undefined
   const dispatched = row.dispatched_at ? fromDbTime(row.dispatched_at) : undefined
   const from = dispatched !== undefined && (started === undefined || dispatched >= started) ? dispatched : started
-  return from === undefined ? null : Math.max(0, Math.round(nowMs - from))
+  // INT UNSIGNED: a delivery weeks late (past 2^32 ms) is still stored, with the longest time the column holds.
+  return from === undefined ? null : Math.min(UINT32_MAX, Math.max(0, Math.round(nowMs - from)))
 }
+
+const UINT32_MAX = 4_294_967_295
 
 /**
  * A verified webhook delivery (SPEC §5), after its signature (403) and its body's schema (400):

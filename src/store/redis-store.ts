@@ -91,6 +91,9 @@ interface ScriptedRedis extends Redis {
   releaseCreate(numKeys: number, ...args: (string | number)[]): Promise<number>
 }
 
+/** Far above what a Redis command takes (well under a millisecond), well below a client's patience. */
+export const COMMAND_TIMEOUT_MS = 1_000
+
 /** The shared store on Redis. Commands fail fast while Redis is down (no offline queue). */
 export class RedisStore implements Store {
   readonly kind = 'redis' as const
@@ -104,6 +107,9 @@ export class RedisStore implements Store {
       maxRetriesPerRequest: 1,
       enableOfflineQueue: false,
       connectTimeout: 2_000,
+      // A Redis that stops answering without closing its connections (a partition, a stalled
+      // proxy) must fail its commands, so creates fall back to memory instead of hanging (SPEC §6).
+      commandTimeout: COMMAND_TIMEOUT_MS,
       retryStrategy: (times: number) => Math.min(2_000, 50 * 2 ** times),
       lazyConnect: false,
     }
