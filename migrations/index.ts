@@ -1,6 +1,7 @@
 import { migration as aiJobs } from './0001_ai_jobs.js'
 import { migration as webhookReceipts } from './0002_webhook_receipts.js'
+import { migration as budgets } from './0003_budgets.js'
 
 /** Every migration, in the order they run. Names are recorded in `{prefix}ai_gateway_migrations`. */
-export const migrations = [aiJobs, webhookReceipts]
+export const migrations = [aiJobs, webhookReceipts, budgets]
 export type { MigrationContext } from './0001_ai_jobs.js'

@@ -10,6 +10,7 @@ import type { DatabaseHandle } from './db/database.js'
 import { toWordPressError } from './errors.js'
 import { createLogger } from './logger.js'
 import { authPlugin, type AuthKind } from './plugins/auth.js'
+import { budgetsPlugin } from './plugins/budgets.js'
 import { configPlugin } from './plugins/config.js'
 import { dbPlugin } from './plugins/db.js'
 import { eventsPlugin } from './plugins/events.js'
@@ -22,6 +23,7 @@ import { adminRoutes } from './routes/admin.js'
 import { eventRoutes } from './routes/events.js'
 import { jobRoutes } from './routes/jobs.js'
 import { opsRoutes } from './routes/ops.js'
+import { usageRoutes } from './routes/usage.js'
 import { webhookRoutes } from './routes/webhook.js'
 import { wellKnownRoutes } from './routes/well-known.js'
 import { WpError } from './schemas/common.js'
@@ -119,6 +121,7 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
     await app.register(httpPlugin, { bodyTimeoutMs: deps.bodyTimeoutMs })
     await app.register(dbPlugin, { handle: deps.handle, migrate: deps.migrate })
     await app.register(storePlugin, { store: deps.store })
+    await app.register(budgetsPlugin)
     await app.register(providersPlugin)
     await app.register(eventsPlugin)
     await app.register(poolPlugin, { start: deps.startWorkers, pollMs: deps.poolOptions?.pollMs, reapEveryMs: deps.poolOptions?.reapEveryMs })
@@ -158,6 +161,7 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
       await api.register(eventRoutes)
       await api.register(webhookRoutes)
       await api.register(adminRoutes)
+      await api.register(usageRoutes)
       await api.register(wellKnownRoutes)
       api.get('/openapi.json', {
         config: { auth: 'none' },

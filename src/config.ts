@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs'
+import { BudgetsConfigError, parseBudgets, type BudgetsConfig } from './budgets/config.js'
 import { PROVIDER_NAMES as PROVIDERS, type ModelConfig, type ProviderName } from './providers/types.js'
 import { parseDbHost, parseWpConfig } from './wordpress/wp-config.js'
 
@@ -53,6 +54,8 @@ export interface Config {
   rateLimitMax: number
   /** Visitor creates per client address per window (SPEC §8; IPv6 per /64). */
   rateLimitIpMax: number
+  /** `AI_BUDGETS` (SPEC §8); undefined: no budgets. */
+  budgets: BudgetsConfig | undefined
   rateLimitWindowSeconds: number
   dedupeWindowSeconds: number
   requestMaxBytes: number
@@ -181,6 +184,15 @@ function checkFallbacks(models: Record<string, ModelConfig>, defaultModel: strin
     done.add(name)
   }
   for (const name of Object.keys(models)) visit(name, [])
+}
+
+function budgetsFrom(raw: string | undefined): BudgetsConfig | undefined {
+  try {
+    return parseBudgets(raw)
+  } catch (err) {
+    if (err instanceof BudgetsConfigError) throw new ConfigError('AI_BUDGETS', err.message)
+    throw err
+  }
 }
 
 /** Builds a mysql:// URL from wp-config's DB_* constants. */
@@ -329,6 +341,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     adminCapability: capability('AI_ADMIN_CAPABILITY', 'manage_options'),
     rateLimitMax: intIn(source, 'RATE_LIMIT_MAX', 60, 0, 1_000_000_000),
     rateLimitIpMax: intIn(source, 'RATE_LIMIT_IP_MAX', 120, 0, 1_000_000_000),
+    budgets: budgetsFrom(source.AI_BUDGETS),
     rateLimitWindowSeconds: intIn(source, 'RATE_LIMIT_WINDOW_SECONDS', 600, 1, 86_400 * 30),
     dedupeWindowSeconds: intIn(source, 'DEDUPE_WINDOW_SECONDS', 60, 0, 86_400),
     requestMaxBytes: intIn(source, 'REQUEST_MAX_BYTES', 65_536, 1024, 64 * 1024 * 1024),

@@ -19,6 +19,7 @@ export const ERROR_CODES = {
   ai_rate_limited: 429,
   ai_too_many_auth_failures: 429,
   ai_too_many_streams: 429,
+  ai_budget_exhausted: 429,
   ai_internal_error: 500,
   ai_unavailable: 503,
 } as const

@@ -24,6 +24,12 @@ export function createMetrics() {
     storeFallbacks: new Counter({ name: 'ai_gateway_store_fallback_total', help: 'Store operations served from process memory because Redis failed', labelNames: ['operation'], registers: [registry] }),
     workerErrors: new Counter({ name: 'ai_gateway_worker_errors_total', help: 'Worker pool errors (claims, heartbeats, reaper, writes)', labelNames: ['where'], registers: [registry] }),
     dispatches: new Counter({ name: 'ai_gateway_dispatches_total', help: 'External-mode dispatches by outcome', labelNames: ['outcome'], registers: [registry] }),
+    queueDepth: new Gauge({ name: 'ai_gateway_queue_depth', help: 'Jobs waiting or running, from the status index (cached a few seconds)', labelNames: ['status'], registers: [registry] }),
+    queueOldestPendingSeconds: new Gauge({ name: 'ai_gateway_queue_oldest_pending_seconds', help: 'Age of the oldest pending job (cached a few seconds)', registers: [registry] }),
+    tokens: new Counter({ name: 'ai_gateway_tokens_total', help: 'Tokens the providers reported, by provider, model and kind (input or output)', labelNames: ['provider', 'model', 'kind'], registers: [registry] }),
+    budgetRefusals: new Counter({ name: 'ai_gateway_budget_refusals_total', help: 'Creates refused by a token budget, by scope (user, role, default, anonymous, site)', labelNames: ['scope'], registers: [registry] }),
+    unmeteredCalls: new Counter({ name: 'ai_gateway_unmetered_calls_total', help: 'Provider calls that answered without reporting usage (charged their reservation)', registers: [registry] }),
+    webhookVerifications: new Counter({ name: 'ai_gateway_webhook_verifications_total', help: 'Webhook signature checks by outcome', labelNames: ['outcome'], registers: [registry] }),
     databaseUnavailable: new Counter({ name: 'ai_gateway_database_unavailable_total', help: 'Requests answered 503 because the database was unreachable', registers: [registry] }),
   }
 }

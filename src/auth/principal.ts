@@ -9,6 +9,8 @@ export interface Principal {
   canCreate: boolean
   /** Holds AI_ADMIN_CAPABILITY: reads any job and uses the admin routes. Never true for a token. */
   isAdmin: boolean
+  /** The WordPress user's roles, where they are known (budgets follow them, SPEC §8). */
+  roles?: readonly string[]
   /**
    * The same principal with its capabilities read again past every cache. A check that is about
    * to refuse calls it first: caches may delay a revocation, never a grant (SPEC §5).

@@ -14,13 +14,14 @@ function toPrincipal(user: AuthenticatedUser): Principal {
     ownerKey: userOwnerKey(user.userId),
     canCreate: user.canCreate,
     isAdmin: user.isAdmin,
+    roles: user.roles,
     recheck: async () => toPrincipal(await user.recheck()),
   }
 }
 
 /** A token never satisfies AI_ADMIN_CAPABILITY; only its right to create follows the user's roles. */
 function toTokenPrincipal(token: Principal, user: TokenUser): Principal {
-  return { ...token, canCreate: user.canCreate, isAdmin: false, recheck: async () => toTokenPrincipal(token, await user.recheck()) }
+  return { ...token, canCreate: user.canCreate, isAdmin: false, roles: user.roles, recheck: async () => toTokenPrincipal(token, await user.recheck()) }
 }
 
 export function wordPressSettings(config: Readonly<Config>): WordPressAuthSettings {

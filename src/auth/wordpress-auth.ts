@@ -84,6 +84,8 @@ export interface TokenUser {
   /** False when no such user is in `{prefix}users`. */
   exists: boolean
   canCreate: boolean
+  /** The user's roles (budgets follow them, SPEC §8). */
+  roles: readonly string[]
   recheck(): Promise<TokenUser>
 }
 
@@ -249,8 +251,8 @@ export function createWordPressAuth(options: WordPressAuthOptions): WordPressAut
 
   async function tokenUser(userId: number, reads: Reads): Promise<TokenUser> {
     const row = await userById(userId, reads)
-    const canCreate = row !== undefined && (await capabilitiesOf(row.ID, row.user_login, reads)).can(options.createCapability)
-    return { userId, exists: row !== undefined, canCreate, recheck: () => tokenUser(userId, freshReads()) }
+    const caps = row === undefined ? undefined : await capabilitiesOf(row.ID, row.user_login, reads)
+    return { userId, exists: row !== undefined, canCreate: caps?.can(options.createCapability) ?? false, roles: caps?.roles ?? [], recheck: () => tokenUser(userId, freshReads()) }
   }
 
   /** wp_validate_auth_cookie() on rows read through `reads`. */

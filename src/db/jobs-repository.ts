@@ -1,6 +1,7 @@
 import { CompiledQuery, sql, type Insertable, type Kysely, type Selectable, type Transaction, type WhereInterface } from 'kysely'
 import type { DatabaseHandle } from './database.js'
-import type { Database, JobStatus, JobsTable } from './schema.js'
+import { addUsage, type Settlement } from './usage-repository.js'
+import type { Database, DbTime, JobStatus, JobsTable } from './schema.js'
 import { toDbTime } from './time.js'
 
 /**
@@ -32,7 +33,7 @@ export async function insertJob(db: Db, job: NewJob): Promise<number> {
 }
 
 /** The columns a create writes, in the order `insertJobs` binds them. */
-const INSERT_COLUMNS = ['user_id', 'owner_key', 'status', 'input_hash', 'request_json', 'idempotency_key', 'model', 'request_id', 'created_at', 'updated_at', 'run_after'] as const
+const INSERT_COLUMNS = ['user_id', 'owner_key', 'status', 'input_hash', 'request_json', 'idempotency_key', 'model', 'request_id', 'created_at', 'updated_at', 'run_after', 'reserved_tokens'] as const
 export type NewJobRow = Pick<NewJob, (typeof INSERT_COLUMNS)[number]>
 
 const insertSql = new Map<string, string>()
@@ -58,7 +59,7 @@ function insertStatement(handle: DatabaseHandle, rows: number): string {
  */
 export async function insertJobs(handle: DatabaseHandle, jobs: readonly NewJobRow[]): Promise<Map<string, number>> {
   const params: unknown[] = []
-  for (const job of jobs) for (const column of INSERT_COLUMNS) params.push(job[column])
+  for (const job of jobs) for (const column of INSERT_COLUMNS) params.push(column === 'reserved_tokens' ? job.reserved_tokens ?? 0 : job[column])
   const result = await handle.db.executeQuery<{ id: number; idempotency_key: string }>(CompiledQuery.raw(insertStatement(handle, jobs.length), params))
   const rows = handle.insertReturning
     ? result.rows
@@ -222,6 +223,8 @@ export interface Outcome {
   workerMs: number | null
   inputTokens: number | null
   outputTokens: number | null
+  /** Tokens this attempt's provider calls cost, added to the job's `billed_tokens`. */
+  billedTokens?: number
 }
 
 /**
@@ -237,6 +240,9 @@ export async function finishJob(db: Db, id: number, leaseOwner: string, outcome:
     worker_ms: outcome.workerMs,
     input_tokens: outcome.inputTokens,
     output_tokens: outcome.outputTokens,
+    billed_tokens: sql<number>`billed_tokens + ${outcome.billedTokens ?? 0}`,
+    // A terminal job holds no reservation: it is settled in this same write (SPEC §8).
+    reserved_tokens: 0,
     lease_owner: null,
     lease_expires_at: null,
     updated_at: toDbTime(nowMs),
@@ -248,6 +254,8 @@ export async function finishJob(db: Db, id: number, leaseOwner: string, outcome:
 export interface FinishItem {
   id: number
   outcome: Outcome
+  /** With budgets: what the job settles into the usage table, in the same transaction. */
+  settlement?: Settlement
 }
 
 /** The most rows one finishJobs statement writes; a longer list is written in chunks this long. */
@@ -282,13 +290,25 @@ export async function finishJobs(handle: DatabaseHandle, leaseOwner: string, ite
 
 async function finishChunk(handle: DatabaseHandle, leaseOwner: string, items: readonly FinishItem[], nowMs: number): Promise<number[]> {
   if (items.length === 0) return []
-  if (items.length === 1) {
+  const settles = items.some((i) => i.settlement !== undefined)
+  const settle = async (trx: Transaction<Database>, written: Iterable<number>) => {
+    const ids = new Set(written)
+    await addUsage(handle, trx, items.filter((i) => ids.has(i.id) && i.settlement).map((i) => i.settlement!))
+  }
+  if (items.length === 1 && !settles) {
     const [{ id, outcome }] = items as [FinishItem]
     return (await finishJob(handle.db, id, leaseOwner, outcome, nowMs)) ? [id] : []
   }
   if (handle.dialect === 'sqlite') {
-    const rows = await finishManyQuery(handle.db, leaseOwner, items, nowMs).returning('id').execute()
-    return rows.map((r) => Number(r.id))
+    // One writer at a time: UPDATE … RETURNING names exactly the rows written; with budgets the
+    // usage rows are added in the same transaction.
+    const write = async (db: Db) => (await finishManyQuery(db, leaseOwner, items, nowMs).returning('id').execute()).map((r) => Number(r.id))
+    if (!settles) return write(handle.db)
+    return handle.db.transaction().execute(async (trx) => {
+      const written = await write(trx)
+      await settle(trx, written)
+      return written
+    })
   }
   return retryOnLockConflict(() => handle.db.transaction().execute(async (trx) => {
     const held = await trx.selectFrom('ai_jobs').select('id').$call(heldBy(items.map((i) => i.id), leaseOwner)).forUpdate().execute()
@@ -298,6 +318,7 @@ async function finishChunk(handle: DatabaseHandle, leaseOwner: string, items: re
     if (Number(r.numUpdatedRows) !== heldIds.size) {
       throw new Error(`finishJobs: locked ${heldIds.size} rows but the update wrote ${Number(r.numUpdatedRows)}; rolled back`)
     }
+    if (settles) await settle(trx, heldIds)
     return [...heldIds]
   }))
 }
@@ -315,6 +336,8 @@ function finishManyQuery(db: Db, leaseOwner: string, items: readonly FinishItem[
     worker_ms: perRow<number | null>('worker_ms', (o) => o.workerMs),
     input_tokens: perRow<number | null>('input_tokens', (o) => o.inputTokens),
     output_tokens: perRow<number | null>('output_tokens', (o) => o.outputTokens),
+    billed_tokens: sql<number>`billed_tokens + CASE id ${sql.join(items.map((i) => sql`WHEN ${i.id} THEN ${i.outcome.billedTokens ?? 0}`), sql` `)} ELSE 0 END`,
+    reserved_tokens: 0,
     lease_owner: null,
     lease_expires_at: null,
     updated_at: toDbTime(nowMs),
@@ -329,6 +352,8 @@ export interface Requeue {
   refundAttempt: boolean
   /** External mode: a dispatch the worker never accepted gives its number back too. */
   refundDispatch?: boolean
+  /** Tokens this attempt's provider calls cost, added to the job's `billed_tokens`. */
+  billedTokens?: number
 }
 
 /** Returns a claimed job to `pending` (fenced like finishJob). */
@@ -341,6 +366,7 @@ export async function requeueJob(db: Db, id: number, leaseOwner: string, requeue
     lease_expires_at: null,
     attempts: requeue.refundAttempt ? sql<number>`CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END` : sql<number>`attempts`,
     ...(requeue.refundDispatch ? { dispatch_attempt: sql<number>`CASE WHEN dispatch_attempt > 0 THEN dispatch_attempt - 1 ELSE 0 END` } : {}),
+    ...(requeue.billedTokens ? { billed_tokens: sql<number>`billed_tokens + ${requeue.billedTokens}` } : {}),
     updated_at: toDbTime(nowMs),
     version: bump,
   }).$call(heldBy(id, leaseOwner)).executeTakeFirst()
@@ -352,6 +378,8 @@ export interface ReapResult {
   failed: number
   /** The jobs this call moved, so streams and caches can follow. */
   ids: number[]
+  /** With `settle`: what the jobs failed here settled. */
+  settled: Settled[]
 }
 
 export interface ReapOptions {
@@ -360,6 +388,8 @@ export interface ReapOptions {
   backoffMs: (attempts: number) => number
   /** At most this many jobs per call; the next round takes the rest. */
   limit?: number
+  /** With budgets: a job failed here is settled in the same transaction (its dialect picks the upsert). */
+  settle?: Pick<DatabaseHandle, 'dialect'>
 }
 
 /**
@@ -372,11 +402,11 @@ export interface ReapOptions {
 export async function reapExpiredLeases(db: Db, nowMs: number, options: ReapOptions): Promise<ReapResult> {
   const now = toDbTime(nowMs)
   // Reads the `lease (status, lease_expires_at)` index; no locks are held between the two steps.
-  const expired = await db.selectFrom('ai_jobs').select(['id', 'attempts', 'lease_owner', 'error_text'])
+  const expired = await db.selectFrom('ai_jobs').select(['id', 'attempts', 'lease_owner', 'error_text', 'owner_key', 'user_id', 'created_at', 'reserved_tokens', 'billed_tokens'])
     .where('status', '=', 'running').where('lease_expires_at', '<', now)
     .orderBy('lease_expires_at').limit(options.limit ?? 500)
     .execute()
-  const result: ReapResult = { requeued: 0, failed: 0, ids: [] }
+  const result: ReapResult = { requeued: 0, failed: 0, ids: [], settled: [] }
   for (const row of expired) {
     const attempts = Number(row.attempts)
     const spent = attempts >= options.maxAttempts
@@ -386,6 +416,7 @@ export async function reapExpiredLeases(db: Db, nowMs: number, options: ReapOpti
         status: 'failed',
         // TEXT holds 65,535 bytes: 16,000 characters fit even at 4 bytes each.
         error_text: `Attempt ${attempts} of ${options.maxAttempts} ran out its lease without a result (the worker stopped, or an external worker never answered); no attempts are left.${lastError}`.slice(0, 16_000),
+        reserved_tokens: 0,
         lease_owner: null,
         lease_expires_at: null,
         updated_at: now,
@@ -402,34 +433,103 @@ export async function reapExpiredLeases(db: Db, nowMs: number, options: ReapOpti
       })
       .where('id', '=', row.id).where('status', '=', 'running').where('lease_expires_at', '<', now)
     q = row.lease_owner === null ? q.where('lease_owner', 'is', null) : q.where('lease_owner', '=', row.lease_owner)
-    const r = await q.executeTakeFirst()
-    if (Number(r.numUpdatedRows) === 1) {
+    const settle = spent && options.settle ? options.settle : undefined
+    const written = settle
+      ? await (db as Kysely<Database>).transaction().execute(async (trx) => {
+        const changed = Number((await trx.executeQuery(q.compile())).numAffectedRows ?? 0) === 1
+        if (changed) await addUsage(settle, trx, [{ ownerKey: row.owner_key, userId: Number(row.user_id), createdAt: row.created_at, tokens: Number(row.billed_tokens), unmeteredCalls: 0, jobs: 1 }])
+        return changed
+      })
+      : Number((await q.executeTakeFirst()).numUpdatedRows) === 1
+    if (written) {
       result[spent ? 'failed' : 'requeued']++
       result.ids.push(Number(row.id))
+      if (settle) result.settled.push(settledOf(row))
     }
   }
   return result
 }
 
-/** Cancels a pending or running job; returns the job as it is afterwards, or undefined if missing. */
-export async function cancelJob(db: Db, id: number, nowMs: number): Promise<{ changed: boolean; row: JobRow | undefined }> {
-  const r = await db.updateTable('ai_jobs').set({
+/** What a terminal transition outside the pool settled: the reservation it released and what it billed. */
+export interface Settled {
+  ownerKey: string
+  userId: number
+  createdAt: DbTime
+  /** The reservation the job held until now. */
+  reserved: number
+  /** What it cost over all its attempts. */
+  billed: number
+}
+
+function settledOf(row: Pick<JobRow, 'owner_key' | 'user_id' | 'created_at' | 'reserved_tokens' | 'billed_tokens'>): Settled {
+  return { ownerKey: row.owner_key, userId: Number(row.user_id), createdAt: row.created_at, reserved: Number(row.reserved_tokens), billed: Number(row.billed_tokens) }
+}
+
+function cancelQuery(db: Db, id: number, nowMs: number) {
+  return db.updateTable('ai_jobs').set({
     status: 'canceled',
+    reserved_tokens: 0,
     lease_owner: null,
     lease_expires_at: null,
     updated_at: toDbTime(nowMs),
     version: bump,
-  }).where('id', '=', id).where('status', 'in', ['pending', 'running']).executeTakeFirst()
+  }).where('id', '=', id).where('status', 'in', ['pending', 'running'])
+}
+
+/** Cancels a pending or running job; returns the job as it is afterwards, or undefined if missing. */
+export async function cancelJob(db: Db, id: number, nowMs: number): Promise<{ changed: boolean; row: JobRow | undefined }> {
+  const r = await cancelQuery(db, id, nowMs).executeTakeFirst()
   return { changed: Number(r.numUpdatedRows) === 1, row: await findJob(db, id) }
 }
 
-/** The admin retry: the one way a terminal job runs again, with its attempts reset. */
-export async function retryJob(db: Db, id: number, nowMs: number): Promise<boolean> {
+/**
+ * cancelJob with budgets: the job's reservation is released and what it cost so far goes to the
+ * usage table, in the same transaction (a job canceled before any provider call is charged 0).
+ */
+export async function cancelJobSettled(handle: Pick<DatabaseHandle, 'db' | 'dialect'>, id: number, nowMs: number): Promise<{ changed: boolean; row: JobRow | undefined; settled?: Settled }> {
+  return handle.db.transaction().execute(async (trx) => {
+    let before = trx.selectFrom('ai_jobs').selectAll().where('id', '=', id).where('status', 'in', ['pending', 'running'])
+    if (handle.dialect === 'mysql') before = before.forUpdate()
+    const open = await before.executeTakeFirst()
+    const changed = open !== undefined && Number((await cancelQuery(trx, id, nowMs).executeTakeFirst()).numUpdatedRows) === 1
+    const settled = changed ? settledOf(open) : undefined
+    if (settled) await addUsage(handle, trx, [{ ownerKey: settled.ownerKey, userId: settled.userId, createdAt: settled.createdAt, tokens: settled.billed, unmeteredCalls: 0, jobs: 1 }])
+    return { changed, row: await findJob(trx, id), ...(settled ? { settled } : {}) }
+  })
+}
+
+/**
+ * What the calls of an attempt that wrote no result cost (canceled or taken over mid-call): added
+ * to the job's `billed_tokens`. A job already settled (canceled) with budgets on gets it in its
+ * day's usage too, in the same transaction, and the caller adjusts the store's counters.
+ */
+export async function chargeAttempt(handle: Pick<DatabaseHandle, 'db' | 'dialect'>, id: number, tokens: number, unmeteredCalls: number, settle: boolean): Promise<Settled | undefined> {
+  if (tokens <= 0) return undefined
+  return handle.db.transaction().execute(async (trx) => {
+    let read = trx.selectFrom('ai_jobs').select(['status', 'owner_key', 'user_id', 'created_at', 'reserved_tokens', 'billed_tokens']).where('id', '=', id)
+    if (handle.dialect === 'mysql') read = read.forUpdate()
+    const row = await read.executeTakeFirst()
+    if (!row) return undefined
+    await trx.updateTable('ai_jobs').set({ billed_tokens: sql<number>`billed_tokens + ${tokens}` }).where('id', '=', id).execute()
+    if (!settle || !TERMINAL.includes(row.status)) return undefined
+    await addUsage(handle, trx, [{ ownerKey: row.owner_key, userId: Number(row.user_id), createdAt: row.created_at, tokens, unmeteredCalls, jobs: 0 }])
+    return { ...settledOf(row), reserved: 0, billed: tokens }
+  })
+}
+
+const TERMINAL: readonly JobStatus[] = ['succeeded', 'failed', 'canceled']
+
+/**
+ * The admin retry: the one way a terminal job runs again, with its attempts reset. `reserve`:
+ * the tokens its new run holds while open (budgets); an admin's retry is never refused for them.
+ */
+export async function retryJob(db: Db, id: number, nowMs: number, reserve = 0): Promise<boolean> {
   const now = toDbTime(nowMs)
   const r = await db.updateTable('ai_jobs').set({
     status: 'pending',
     // Attempts start over; dispatch_attempt does not (see claimJobs).
     attempts: 0,
+    reserved_tokens: reserve,
     run_after: now,
     result_json: null,
     error_text: null,
@@ -476,6 +576,11 @@ export interface WebhookDelivery {
   receiptKey: string
   outcome: WebhookOutcome
   nowMs: number
+  /**
+   * With budgets: the tokens this delivery bills (its `usage.tokens`, or the job's reservation
+   * when it reported none) settle the job in the same transaction.
+   */
+  settle?: { dialect: DatabaseHandle['dialect']; tokens: (reserved: number) => number; unmetered: boolean }
 }
 
 /**
@@ -485,17 +590,27 @@ export interface WebhookDelivery {
  * recorded means this delivery reached the job before (a replay): nothing changes. Resolves to
  * `changed` when the job moved, `duplicate` for a replay, `ignored` otherwise.
  */
-export async function completeFromWebhook(db: Kysely<Database>, delivery: WebhookDelivery): Promise<'changed' | 'duplicate' | 'ignored'> {
+export async function completeFromWebhook(db: Kysely<Database>, delivery: WebhookDelivery): Promise<{ outcome: 'changed' | 'duplicate' | 'ignored'; settled?: Settled }> {
   const now = toDbTime(delivery.nowMs)
   const { outcome } = delivery
   return db.transaction().execute(async (trx) => {
     try {
       await trx.insertInto('ai_webhook_receipts').values({ replay_key: delivery.receiptKey, job_id: delivery.jobId, created_at: now }).execute()
     } catch (err) {
-      if (isDuplicateKey(err)) return 'duplicate'
+      if (isDuplicateKey(err)) return { outcome: 'duplicate' }
       throw err
     }
+    const { settle } = delivery
+    let open: Pick<JobRow, 'owner_key' | 'user_id' | 'created_at' | 'reserved_tokens' | 'billed_tokens'> | undefined
+    if (settle) {
+      let read = trx.selectFrom('ai_jobs').select(['owner_key', 'user_id', 'created_at', 'reserved_tokens', 'billed_tokens']).where('id', '=', delivery.jobId)
+      if (settle.dialect === 'mysql') read = read.forUpdate()
+      open = await read.executeTakeFirst()
+    }
+    const billed = settle && open ? settle.tokens(Number(open.reserved_tokens)) : 0
     let q = trx.updateTable('ai_jobs').set({
+      billed_tokens: sql<number>`billed_tokens + ${billed}`,
+      reserved_tokens: 0,
       status: outcome.status,
       result_json: outcome.resultJson,
       error_text: outcome.errorText,
@@ -510,7 +625,11 @@ export async function completeFromWebhook(db: Kysely<Database>, delivery: Webhoo
     }).where('id', '=', delivery.jobId).where('status', 'in', ['pending', 'running'])
     if (delivery.attempt !== undefined) q = q.where('dispatch_attempt', '=', delivery.attempt)
     const r = await q.executeTakeFirst()
-    return Number(r.numUpdatedRows) === 1 ? 'changed' : 'ignored'
+    if (Number(r.numUpdatedRows) !== 1) return { outcome: 'ignored' }
+    if (!settle || !open) return { outcome: 'changed' }
+    const settled = { ...settledOf(open), billed: Number(open.billed_tokens) + billed }
+    await addUsage(settle, trx, [{ ownerKey: settled.ownerKey, userId: settled.userId, createdAt: settled.createdAt, tokens: settled.billed, unmeteredCalls: settle.unmetered ? 1 : 0, jobs: 1 }])
+    return { outcome: 'changed', settled }
   })
 }
 

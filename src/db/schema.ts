@@ -34,6 +34,10 @@ export interface JobsTable {
   input_tokens: number | null
   output_tokens: number | null
   version: ColumnType<number, number | undefined, number>
+  /** Tokens reserved for this job while it is open (SPEC §8); 0 once settled. */
+  reserved_tokens: ColumnType<number, number | undefined, number>
+  /** Tokens its provider calls cost so far, over all attempts. */
+  billed_tokens: ColumnType<number, number | undefined, number>
 }
 
 /** `{prefix}ai_webhook_receipts`: the verified webhook deliveries that reached a job (SPEC §5). */
@@ -42,6 +46,17 @@ export interface WebhookReceiptsTable {
   replay_key: string
   job_id: number
   created_at: DbTime
+}
+
+/** `{prefix}ai_usage`: settled tokens per UTC day and owner, for budgets (SPEC §8). */
+export interface UsageTable {
+  /** `YYYY-MM-DD`. */
+  day: string
+  owner_key: string
+  user_id: number
+  tokens: number
+  jobs: number
+  unmetered_calls: number
 }
 
 /** WordPress's own tables, read only. */
@@ -76,6 +91,7 @@ export interface SiteMetaTable {
 export interface Database {
   ai_jobs: JobsTable
   ai_webhook_receipts: WebhookReceiptsTable
+  ai_usage: UsageTable
   users: UsersTable
   usermeta: UserMetaTable
   options: OptionsTable

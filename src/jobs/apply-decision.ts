@@ -1,6 +1,8 @@
 import type { Clock } from '../clock.js'
 import type { DatabaseHandle } from '../db/database.js'
-import { finishJob, finishJobs, markDispatched, requeueJob, type JobRow, type Outcome } from '../db/jobs-repository.js'
+import type { Budgets } from '../budgets/budgets.js'
+import { chargeAttempt, finishJobs, markDispatched, requeueJob, type FinishItem, type JobRow, type Outcome } from '../db/jobs-repository.js'
+import type { Settlement } from '../db/usage-repository.js'
 import type { Log } from '../logger.js'
 import { jobBackoffMs } from '../worker/backoff.js'
 import { FinishBatcher } from '../worker/finish-batcher.js'
@@ -42,6 +44,19 @@ export interface DecisionWriterOptions {
   dispatch?: boolean
   /** After every write that changed the row, so streams and other replicas follow. */
   onWritten?: (jobId: number, decision: JobDecision['kind']) => void
+  /** Token budgets: every terminal write settles the job's reservation (SPEC §8). */
+  budgets?: Budgets | undefined
+  /** Every decision that followed provider calls, for the token metrics. */
+  onUsage?: (usage: AttemptUsage) => void
+}
+
+/**
+ * What an attempt's calls cost, in tokens (SPEC §8): each call's reported input and output, or,
+ * for a call that answered without usage, the job's reservation (never 0).
+ */
+export function attemptTokens(usage: AttemptUsage | undefined, reservation: number): number {
+  if (!usage) return 0
+  return usage.calls.reduce((n, call) => n + (call.reported ? call.input_tokens + call.output_tokens : reservation), 0)
 }
 
 /**
@@ -56,31 +71,51 @@ export class DecisionWriter {
     const { db, clock, leaseOwner } = options
     this.finisher = new FinishBatcher({
       writeBatch: (items) => finishJobs(db, leaseOwner, items, clock.now()),
-      writeOne: (item) => finishJob(db.db, item.id, leaseOwner, item.outcome, clock.now()),
+      writeOne: async (item: FinishItem) => (await finishJobs(db, leaseOwner, [item], clock.now())).has(item.id),
     })
+  }
+
+  /** The usage table's part of a job's end: everything its attempts cost, this one included. */
+  private settlement(row: JobRow, tokens: number, usage: AttemptUsage | undefined): Settlement | undefined {
+    if (!this.options.budgets) return undefined
+    return { ownerKey: row.owner_key, userId: Number(row.user_id), createdAt: row.created_at, tokens: Number(row.billed_tokens) + tokens, unmeteredCalls: usage?.unmetered ?? 0, jobs: 1 }
+  }
+
+  /** Writes a terminal outcome (batched) and, once it is committed, settles the store's counters. */
+  private async finish(row: JobRow, outcome: Outcome, usage: AttemptUsage | undefined): Promise<boolean> {
+    const tokens = attemptTokens(usage, Number(row.reserved_tokens))
+    const settlement = this.settlement(row, tokens, usage)
+    const written = await this.finisher.finish(row.id, { ...outcome, billedTokens: tokens }, settlement)
+    if (written && settlement) {
+      await this.options.budgets!.settled([{ ownerKey: row.owner_key, userId: Number(row.user_id), createdAt: row.created_at, reserved: Number(row.reserved_tokens), billed: settlement.tokens }])
+    }
+    return written
   }
 
   /** Writes one decision; throws on a database error (the caller retries). */
   async apply(row: JobRow, decision: JobDecision): Promise<void> {
     const { db, clock, log, leaseOwner, maxAttempts } = this.options
     const now = clock.now()
+    const usage = 'usage' in decision ? decision.usage : undefined
+    if (usage) this.options.onUsage?.(usage)
+    const billedTokens = attemptTokens(usage, Number(row.reserved_tokens))
     let written = false
     switch (decision.kind) {
       case 'finish':
         // Batched: written with the other jobs finishing now, at the time of that write.
-        written = await this.finisher.finish(row.id, decision.outcome)
+        written = await this.finish(row, decision.outcome, usage)
         break
       case 'retry': {
         if (row.attempts >= maxAttempts) {
-          written = await this.finisher.finish(row.id, {
+          written = await this.finish(row, {
             status: 'failed', resultJson: decision.resultJson ?? null,
             errorText: `${decision.errorText} (gave up after ${row.attempts} attempts)`,
             providerMs: null, workerMs: null, inputTokens: null, outputTokens: null,
-          })
+          }, usage)
         } else {
           const waitMs = Math.max(jobBackoffMs(row.attempts, clock.random()), decision.retryAfterMs ?? 0)
           written = await requeueJob(db.db, row.id, leaseOwner, {
-            runAfterMs: now + waitMs, errorText: decision.errorText, refundAttempt: false,
+            runAfterMs: now + waitMs, errorText: decision.errorText, refundAttempt: false, billedTokens,
           }, now)
         }
         break
@@ -89,15 +124,19 @@ export class DecisionWriter {
         // Not an attempt: an open breaker, a failed dispatch or shutdown. The reason is worth a line.
         log.info({ jobId: row.id, reason: decision.reason, runAfter: new Date(decision.runAfterMs).toISOString() }, 'job put back without spending an attempt')
         written = await requeueJob(db.db, row.id, leaseOwner, {
-          runAfterMs: decision.runAfterMs, errorText: row.error_text, refundAttempt: true, refundDispatch: this.options.dispatch === true,
+          runAfterMs: decision.runAfterMs, errorText: row.error_text, refundAttempt: true, refundDispatch: this.options.dispatch === true, billedTokens,
         }, now)
         break
       case 'dispatched':
         written = await markDispatched(db.db, row.id, leaseOwner, now, decision.waitMs)
         break
-      case 'drop':
+      case 'drop': {
         log.info({ jobId: row.id, reason: decision.reason }, 'job result dropped')
+        // Canceled (or taken over) mid-call: what the calls cost is still the job's.
+        const late = await chargeAttempt(db, row.id, billedTokens, usage?.unmetered ?? 0, this.options.budgets !== undefined)
+        if (late) await this.options.budgets?.settled([late])
         return
+      }
     }
     if (written) {
       this.options.onWritten?.(row.id, decision.kind)

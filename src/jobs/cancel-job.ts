@@ -1,5 +1,5 @@
 import type { Principal } from '../auth/principal.js'
-import { cancelJob as cancelJobRow, type JobRow } from '../db/jobs-repository.js'
+import { cancelJob as cancelJobRow, cancelJobSettled, type JobRow } from '../db/jobs-repository.js'
 import { ApiError } from '../errors.js'
 import { notFound, readVisibleJob } from './read-job.js'
 import type { JobServices } from './services.js'
@@ -9,9 +9,13 @@ import type { JobServices } from './services.js'
  * `canceled`, and the replica running it (this one, or another through the cancel event) aborts
  * the provider call. A terminal job is a 409.
  */
-export async function cancelJob(services: Pick<JobServices, 'db' | 'clock' | 'pool' | 'jobEvents'>, principal: Principal, id: number): Promise<JobRow> {
+export async function cancelJob(services: Pick<JobServices, 'db' | 'clock' | 'pool' | 'jobEvents' | 'budgets'>, principal: Principal, id: number): Promise<JobRow> {
   await readVisibleJob(services, principal, id)
-  const { changed, row } = await cancelJobRow(services.db.db, id, services.clock.now())
+  // With budgets the reservation is released and what was spent so far settled, in one transaction.
+  const { changed, row, settled }: Awaited<ReturnType<typeof cancelJobSettled>> = services.budgets
+    ? await cancelJobSettled(services.db, id, services.clock.now())
+    : await cancelJobRow(services.db.db, id, services.clock.now())
+  if (settled) await services.budgets?.settled([settled])
   if (!row) throw notFound()
   if (!changed) throw new ApiError('ai_job_finished', `The job has already ${row.status === 'canceled' ? 'been canceled' : row.status}.`)
   services.pool.abortJob(id, 'cancel')

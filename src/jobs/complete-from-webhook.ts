@@ -52,7 +52,7 @@ const UINT32_MAX = 4_294_967_295
  * terminal state unless the delivery is a replay, the job is terminal already, or the delivery
  * is for an older dispatch (all acknowledged and ignored). Resolves to true when the job changed.
  */
-export async function completeFromWebhook(services: Pick<JobServices, 'db' | 'store' | 'clock' | 'config' | 'jobEvents'>, replayKey: string, body: WebhookBody): Promise<boolean> {
+export async function completeFromWebhook(services: Pick<JobServices, 'db' | 'store' | 'clock' | 'config' | 'jobEvents' | 'budgets' | 'metrics'>, replayKey: string, body: WebhookBody): Promise<boolean> {
   checkBody(body)
   const { db, store, clock, config } = services
   const row = await findJob(db.db, body.job_id)
@@ -74,7 +74,11 @@ export async function completeFromWebhook(services: Pick<JobServices, 'db' | 'st
   // The fenced update leaves a terminal job, and a delivery for an older dispatch (a newer one is
   // under way), as they are; the receipt is kept either way, so this delivery never completes
   // the job later, not even after an admin retry.
-  const outcome = await completeFromWebhookRow(db.db, {
+  // A worker reports output tokens only (`usage.tokens`); one that reports none is charged the
+  // job's reservation, as any call answered without usage (SPEC §8).
+  const reported = body.usage?.tokens
+  if (reported === undefined) services.metrics.unmeteredCalls.inc()
+  const { outcome, settled } = await completeFromWebhookRow(db.db, {
     jobId: row.id,
     attempt: body.attempt,
     receiptKey: createHash('sha256').update(replayKey).digest('hex'),
@@ -85,7 +89,9 @@ export async function completeFromWebhook(services: Pick<JobServices, 'db' | 'st
       workerMs: workerMsOf(row, now),
     },
     nowMs: now,
+    ...(services.budgets ? { settle: { dialect: db.dialect, tokens: (reserved: number) => reported ?? reserved, unmetered: reported === undefined } } : {}),
   })
+  if (settled) await services.budgets?.settled([settled])
   // Recorded only after the commit, so a delivery that failed half-way can be sent again.
   await store.set(guardKey, String(row.id), REPLAY_TTL_MS)
   if (outcome === 'changed') services.jobEvents.changed(row.id)

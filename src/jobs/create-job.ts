@@ -1,16 +1,17 @@
 import { randomBytes } from 'node:crypto'
 import type { Principal } from '../auth/principal.js'
-import { findJobByKey, isDuplicateKey, type JobRow } from '../db/jobs-repository.js'
+import { budgetExhausted, estimateInputTokens } from '../budgets/budgets.js'
+import { findJobByKey, insertJobs, isDuplicateKey, type JobRow, type NewJobRow } from '../db/jobs-repository.js'
 import { fromDbTime, toDbTime } from '../db/time.js'
 import { ApiError } from '../errors.js'
 import type { CreateJobBody } from '../schemas/job.js'
-import type { CreateAdmission } from '../store/types.js'
+import type { CreateAdmission, CreateAdmissionResult } from '../store/types.js'
 import { generatedIdempotencyKey, inputHash, parseJobBody, scopedIdempotencyKey } from './job-request.js'
 import { createWindows, rateLimited, type RateLimitInfo } from './rate-limit.js'
 import { sealRequest } from './request-crypto.js'
 import type { JobServices } from './services.js'
 
-type CreateServices = Pick<JobServices, 'db' | 'createBatcher' | 'store' | 'clock' | 'config' | 'requestRules' | 'pool' | 'jobEvents' | 'metrics'>
+type CreateServices = Pick<JobServices, 'db' | 'createBatcher' | 'store' | 'clock' | 'config' | 'requestRules' | 'pool' | 'jobEvents' | 'metrics' | 'budgets'>
 
 export type CreateResult =
   | { kind: 'created'; jobId: number; rateLimit: RateLimitInfo | undefined }
@@ -94,50 +95,87 @@ async function createOrReplay(deps: CreateServices, principal: Principal, { body
     ? { key: `dedupe:${principal.ownerKey}:${hash}`, value: storedKey, ttlMs: config.dedupeWindowSeconds * 1000, mode: clientKey === undefined ? 'claim' : 'set' }
     : undefined
   const windows = createWindows(config, principal, clientIp)
+  // Budgets (SPEC §8): the worst case is reserved on every counter that limits this owner.
+  const { budgets } = deps
+  const counters = budgets?.countersFor(principal, now) ?? []
+  const reserve = counters.length > 0 ? estimateInputTokens(request) + (request.params.max_tokens ?? deps.requestRules.maxTokensFor(request.model)) : 0
   const admission: CreateAdmission = {
     windows: windows.map(({ key, limit }) => ({ key, limit })),
     windowMs: config.rateLimitWindowSeconds * 1000,
     nowMs: now,
     member: `${storedKey}:${requestId}`,
     ...(dedupe ? { dedupe } : {}),
+    ...(counters.length > 0 ? { budgets: { amount: reserve, counters: counters.map(({ key, limit }) => ({ key, limit })) } } : {}),
   }
-  let admitted = await store.admitCreate(admission)
+  // Without Redis, budgets are checked in the database under a lock instead (never looser);
+  // the rate windows and the dedupe entry then live in this process's memory.
+  let checkInDatabase = false
+  const admit = async (a: CreateAdmission): Promise<CreateAdmissionResult> => {
+    if (checkInDatabase || !a.budgets) return store.admitCreate(checkInDatabase ? { ...a, budgets: undefined } as CreateAdmission : a)
+    await budgets!.forgetStale().catch(() => {})
+    for (let round = 0; ; round++) {
+      let answer: CreateAdmissionResult
+      try {
+        answer = await store.admitCreate(a)
+      } catch {
+        checkInDatabase = true
+        return store.admitCreate({ ...a, budgets: undefined } as CreateAdmission)
+      }
+      if (answer.kind !== 'rebuild' || round >= 3) return answer
+      await budgets!.rebuild(counters, principal.ownerKey)
+    }
+  }
+  let admitted = await admit(admission)
   if (admitted.kind === 'existing') {
     const recent = await dedupeHit(deps, admitted.value, principal.ownerKey, hash, now)
     if (recent) return { kind: 'replayed', row: recent }
     // A stale entry (a failed job, one past the window, one whose insert never landed): this
     // create takes its place.
-    admitted = await store.admitCreate({ ...admission, dedupe: { ...dedupe!, mode: 'set' } })
+    admitted = await admit({ ...admission, dedupe: { ...dedupe!, mode: 'set' } })
   }
   if (admitted.kind === 'refused') {
     deps.metrics.rateLimited.inc()
     throw rateLimited(windows[admitted.index]!, config.rateLimitWindowSeconds, admitted.resetMs)
   }
-  if (admitted.kind !== 'admitted') throw new Error('the store answered a dedupe hit to a set')
+  if (admitted.kind === 'over-budget') {
+    const ref = counters[admitted.index]!
+    budgets!.refused(ref)
+    throw budgetExhausted(budgets!.standing(ref, admitted.counter), now)
+  }
+  if (admitted.kind !== 'admitted') throw new Error(`the store answered ${admitted.kind} to a create`)
   const ownerWindow = config.rateLimitMax > 0 ? admitted.windows[admitted.windows.length - 1] : undefined
   const rateLimit: RateLimitInfo | undefined = ownerWindow && {
     limit: config.rateLimitMax, remaining: ownerWindow.remaining, windowSeconds: config.rateLimitWindowSeconds, resetSeconds: Math.ceil(ownerWindow.resetMs / 1000),
   }
 
   const at = toDbTime(now)
+  const row: NewJobRow = {
+    user_id: principal.userId,
+    owner_key: principal.ownerKey,
+    status: 'pending',
+    input_hash: hash,
+    request_json: sealRequest(JSON.stringify(request), config.encryptionKey, storedKey),
+    idempotency_key: storedKey,
+    model: request.model,
+    request_id: requestId,
+    created_at: at,
+    updated_at: at,
+    run_after: at,
+    reserved_tokens: reserve,
+  }
   try {
-    const jobId = await deps.createBatcher.insert({
-      user_id: principal.userId,
-      owner_key: principal.ownerKey,
-      status: 'pending',
-      input_hash: hash,
-      request_json: sealRequest(JSON.stringify(request), config.encryptionKey, storedKey),
-      idempotency_key: storedKey,
-      model: request.model,
-      request_id: requestId,
-      created_at: at,
-      updated_at: at,
-      run_after: at,
-    })
+    const jobId = checkInDatabase
+      ? await budgets!.insertChecked(counters, principal.ownerKey, reserve, async (trx) => {
+        const ids = await insertJobs({ ...deps.db, db: trx }, [row])
+        return ids.get(storedKey)!
+      })
+      : await deps.createBatcher.insert(row)
     return { kind: 'created', jobId, rateLimit }
   } catch (err) {
-    // No job came of it: the hits are given back, and the dedupe entry, if still this create's.
+    // No job came of it: the hits and the reservation are given back, and the dedupe entry, if
+    // still this create's.
     await store.releaseCreate(admission.windows.map((w) => w.key), admission.member, dedupe && { key: dedupe.key, value: storedKey }).catch(() => {})
+    if (reserve > 0 && !checkInDatabase) await budgets?.adjustReserved(principal.ownerKey, now, -reserve).catch(() => {})
     // Two requests with one key raced past the lookup: the loser answers like a replay.
     if (clientKey !== undefined && isDuplicateKey(err)) {
       const existing = await findJobByKey(deps.db.db, storedKey)

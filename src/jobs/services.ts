@@ -1,3 +1,4 @@
+import type { Budgets } from '../budgets/budgets.js'
 import type { Clock } from '../clock.js'
 import type { Config } from '../config.js'
 import type { DatabaseHandle } from '../db/database.js'
@@ -22,4 +23,5 @@ export interface JobServices {
   jobEvents: JobEvents
   pool: WorkerPool
   requestRules: RequestRules
+  budgets: Budgets | undefined
 }

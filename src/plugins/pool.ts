@@ -69,6 +69,16 @@ export const poolPlugin = fp<PoolPluginOptions>(async (app, options) => {
       metrics.jobsFinished.inc({ outcome: 'written' })
       jobEvents.changed(jobId)
     },
+    budgets: app.budgets,
+    onUsage: (usage) => {
+      for (const call of usage.calls) {
+        if (!call.reported) continue
+        const provider = app.providers.resolve(call.model).provider.name
+        metrics.tokens.inc({ provider, model: call.model, kind: 'input' }, call.input_tokens)
+        metrics.tokens.inc({ provider, model: call.model, kind: 'output' }, call.output_tokens)
+      }
+      if (usage.unmetered > 0) metrics.unmeteredCalls.inc(usage.unmetered)
+    },
   })
   const onError = (where: string) => metrics.workerErrors.inc({ where: where.split(' ')[0] })
   const pool = new WorkerPool({
@@ -79,7 +89,7 @@ export const poolPlugin = fp<PoolPluginOptions>(async (app, options) => {
     onError,
   })
   const reaper = new Reaper({
-    db, clock, log, maxAttempts: config.jobMaxAttempts, everyMs: options.reapEveryMs ?? 5_000,
+    db, clock, log, maxAttempts: config.jobMaxAttempts, everyMs: options.reapEveryMs ?? 5_000, budgets: app.budgets,
     onReaped: (ids) => {
       for (const id of ids) jobEvents.changed(id)
       pool.wake()
@@ -107,4 +117,4 @@ export const poolPlugin = fp<PoolPluginOptions>(async (app, options) => {
   app.decorate('pool', pool)
   app.decorate('reaper', reaper)
   app.decorate('signingKey', signingKey)
-}, { name: 'pool', dependencies: ['config', 'metrics', 'db', 'providers', 'events'] })
+}, { name: 'pool', dependencies: ['config', 'metrics', 'db', 'providers', 'events', 'budgets'] })

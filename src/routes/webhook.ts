@@ -38,6 +38,7 @@ export async function webhookRoutes(fastify: FastifyInstance): Promise<void> {
   const allow = ipAllowList(app.config.webhookAllowedIps)
   const verify = (request: FastifyRequest, raw: Buffer): void => {
     const verdict = verifyWebhookSignature({ rawBody: raw, headers: request.headers, secrets: app.config.webhookSecrets, nowMs: app.clock.now() })
+    app.metrics.webhookVerifications.inc({ outcome: verdict.ok ? 'ok' : verdict.reason })
     if (!verdict.ok) throw new ApiError('ai_invalid_signature', `Webhook signature refused (${verdict.reason}).`)
     verdicts.set(request, verdict)
   }

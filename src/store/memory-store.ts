@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events'
-import type { CreateAdmission, CreateAdmissionResult, LimitDecision, Store } from './types.js'
+import type { BudgetCounter, CreateAdmission, CreateAdmissionResult, LimitDecision, Store } from './types.js'
 
 interface Entry {
   value: string
@@ -14,6 +14,7 @@ export class MemoryStore implements Store {
   /** The create windows: hit times with the member that took them, so a hit can be given back. */
   private readonly hits = new Map<string, { at: number; member: string }[]>()
   private readonly slots = new Map<string, Map<string, number>>()
+  private readonly budgets = new Map<string, BudgetCounter & { expiresAt: number }>()
   private readonly events = new EventEmitter()
   private readonly sweeper: NodeJS.Timeout
 
@@ -39,6 +40,12 @@ export class MemoryStore implements Store {
       const existing = this.live(a.dedupe.key)
       if (existing) return { kind: 'existing', value: existing.value }
     }
+    const budgets = a.budgets?.counters.map((c) => this.liveBudget(c.key)) ?? []
+    for (const [index, c] of (a.budgets?.counters ?? []).entries()) {
+      const held = budgets[index]
+      if (!held) return { kind: 'rebuild', index }
+      if (held.used + held.reserved + a.budgets!.amount > c.limit) return { kind: 'over-budget', index, counter: { used: held.used, reserved: held.reserved } }
+    }
     const windows: { remaining: number; resetMs: number }[] = []
     const live = a.windows.map((w) => {
       const hits = (this.hits.get(w.key) ?? []).filter((h) => h.at > a.nowMs - a.windowMs)
@@ -55,6 +62,7 @@ export class MemoryStore implements Store {
       windows.push({ remaining: w.limit - hits.length, resetMs: Math.max(0, hits[0]!.at + a.windowMs - a.nowMs) })
     }
     if (a.dedupe) this.values.set(a.dedupe.key, { value: a.dedupe.value, expiresAt: this.now() + a.dedupe.ttlMs })
+    for (const held of budgets) held!.reserved += a.budgets!.amount
     return { kind: 'admitted', windows }
   }
 
@@ -64,6 +72,41 @@ export class MemoryStore implements Store {
       if (hits) this.hits.set(key, hits.filter((h) => h.member !== member))
     }
     if (dedupe && this.live(dedupe.key)?.value === dedupe.value) this.values.delete(dedupe.key)
+  }
+
+  async initBudgets(counters: { key: string; counter: BudgetCounter; ttlMs: number }[]): Promise<void> {
+    for (const c of counters) {
+      if (!this.liveBudget(c.key)) this.budgets.set(c.key, { ...c.counter, expiresAt: this.now() + c.ttlMs })
+    }
+  }
+
+  async adjustBudgets(changes: { key: string; used: number; reserved: number }[]): Promise<void> {
+    for (const change of changes) {
+      const held = this.liveBudget(change.key)
+      if (!held) continue
+      held.used += change.used
+      held.reserved += change.reserved
+    }
+  }
+
+  async readBudgets(keys: string[]): Promise<(BudgetCounter | undefined)[]> {
+    return keys.map((key) => {
+      const held = this.liveBudget(key)
+      return held && { used: held.used, reserved: held.reserved }
+    })
+  }
+
+  async dropBudgets(keys: string[]): Promise<void> {
+    for (const key of keys) this.budgets.delete(key)
+  }
+
+  private liveBudget(key: string): (BudgetCounter & { expiresAt: number }) | undefined {
+    const held = this.budgets.get(key)
+    if (held && held.expiresAt <= this.now()) {
+      this.budgets.delete(key)
+      return undefined
+    }
+    return held
   }
 
   async increment(key: string, ttlMs: number): Promise<number> {
@@ -140,6 +183,7 @@ export class MemoryStore implements Store {
   private sweep(): void {
     const now = this.now()
     for (const [k, e] of this.values) if (e.expiresAt <= now) this.values.delete(k)
+    for (const [k, held] of this.budgets) if (held.expiresAt <= now) this.budgets.delete(k)
     for (const [k, held] of this.slots) {
       for (const [m, until] of held) if (until <= now) held.delete(m)
       if (held.size === 0) this.slots.delete(k)

@@ -1,5 +1,5 @@
 import { Redis } from 'ioredis'
-import type { CreateAdmission, CreateAdmissionResult, LimitDecision, Store } from './types.js'
+import type { BudgetCounter, CreateAdmission, CreateAdmissionResult, LimitDecision, Store } from './types.js'
 
 // Sliding window on a sorted set of hit times: drop hits older than the window, refuse at the
 // limit, otherwise record this hit. One script, so replicas never race between count and add.
@@ -38,9 +38,11 @@ redis.call('PEXPIRE', key, tonumber(ARGV[4]))
 return 1
 `
 
-// A create's dedupe lookup and rate windows in one round trip (Store.admitCreate). KEYS: the n
-// windows, then the dedupe key. ARGV: now, window, member, n, the n limits, then the dedupe mode,
-// value and TTL. Refusals and dedupe hits take nothing, so replays never count.
+// A create's dedupe lookup, rate windows and budget reservation in one round trip
+// (Store.admitCreate). KEYS: the n windows, the dedupe key (a placeholder when there is none),
+// then the b budget counters. ARGV: now, window, member, n, the n limits, the dedupe mode, value
+// and TTL, then the amount, b and the b limits. Refusals and dedupe hits take nothing, so replays
+// never count; a budget counter Redis does not hold is reported, never guessed.
 const ADMIT_CREATE = `
 local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
@@ -48,6 +50,8 @@ local member = ARGV[3]
 local n = tonumber(ARGV[4])
 local mode = ARGV[5 + n]
 local dkey = KEYS[n + 1]
+local amount = tonumber(ARGV[8 + n])
+local b = tonumber(ARGV[9 + n])
 if mode == 'claim' then
   local existing = redis.call('GET', dkey)
   if existing then return {'existing', existing} end
@@ -63,6 +67,14 @@ for i = 1, n do
   end
   counts[i] = count
 end
+for i = 1, b do
+  local key = KEYS[n + 1 + i]
+  local held = redis.call('HMGET', key, 'u', 'r')
+  if not held[1] then return {'rebuild', i - 1} end
+  local used = tonumber(held[1])
+  local reserved = tonumber(held[2] or '0')
+  if used + reserved + amount > tonumber(ARGV[9 + n + i]) then return {'over', i - 1, used, reserved} end
+end
 local out = {'admitted'}
 for i = 1, n do
   redis.call('ZADD', KEYS[i], now, member)
@@ -72,7 +84,32 @@ for i = 1, n do
   out[#out + 1] = tonumber(first[2]) + window - now
 end
 if mode == 'claim' or mode == 'set' then redis.call('SET', dkey, ARGV[6 + n], 'PX', ARGV[7 + n]) end
+for i = 1, b do redis.call('HINCRBY', KEYS[n + 1 + i], 'r', amount) end
 return out
+`
+
+// Budget counters loaded from the database, set only where Redis holds none (another replica may
+// have loaded and moved one meanwhile). KEYS: the counters; ARGV: used, reserved, TTL per key.
+const INIT_BUDGETS = `
+for i = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    redis.call('HSET', KEYS[i], 'u', ARGV[3 * i - 2], 'r', ARGV[3 * i - 1])
+    redis.call('PEXPIRE', KEYS[i], ARGV[3 * i])
+  end
+end
+return 1
+`
+
+// Settlements and late charges, only on counters Redis holds (a missing one is loaded afresh
+// from the database, which already has them). KEYS: the counters; ARGV: used, reserved per key.
+const ADJUST_BUDGETS = `
+for i = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    redis.call('HINCRBY', KEYS[i], 'u', ARGV[2 * i - 1])
+    redis.call('HINCRBY', KEYS[i], 'r', ARGV[2 * i])
+  end
+end
+return 1
 `
 
 // Gives a create's hits back; drops its dedupe entry only while it still holds this create's value.
@@ -89,6 +126,8 @@ interface ScriptedRedis extends Redis {
   holdSlot(key: string, now: number, member: string, limit: number, ttlMs: number): Promise<number>
   admitCreate(numKeys: number, ...args: (string | number)[]): Promise<(string | number)[]>
   releaseCreate(numKeys: number, ...args: (string | number)[]): Promise<number>
+  initBudgets(numKeys: number, ...args: (string | number)[]): Promise<number>
+  adjustBudgets(numKeys: number, ...args: (string | number)[]): Promise<number>
 }
 
 /** Far above what a Redis command takes (well under a millisecond), well below a client's patience. */
@@ -121,6 +160,8 @@ export class RedisStore implements Store {
     this.client.defineCommand('incrementExpiring', { lua: INCREMENT, numberOfKeys: 1 })
     this.client.defineCommand('holdSlot', { lua: HOLD_SLOT, numberOfKeys: 1 })
     this.client.defineCommand('releaseCreate', { lua: RELEASE_CREATE })
+    this.client.defineCommand('initBudgets', { lua: INIT_BUDGETS })
+    this.client.defineCommand('adjustBudgets', { lua: ADJUST_BUDGETS })
     // Connection errors surface on commands; the event only needs a listener so it is not fatal.
     this.client.on('error', () => {})
     this.subscriberOptions = { ...options, enableOfflineQueue: true, maxRetriesPerRequest: null }
@@ -187,13 +228,17 @@ export class RedisStore implements Store {
   }
 
   async admitCreate(a: CreateAdmission): Promise<CreateAdmissionResult> {
-    const keys = [...a.windows.map((w) => this.k(w.key)), ...(a.dedupe ? [this.k(a.dedupe.key)] : [])]
+    const counters = a.budgets?.counters ?? []
+    const keys = [...a.windows.map((w) => this.k(w.key)), this.k(a.dedupe?.key ?? 'dedupe:none'), ...counters.map((c) => this.k(c.key))]
     const reply = await this.client.admitCreate(
       keys.length, ...keys, a.nowMs, a.windowMs, a.member, a.windows.length, ...a.windows.map((w) => w.limit),
       a.dedupe?.mode ?? '', a.dedupe?.value ?? '', a.dedupe?.ttlMs ?? 0,
+      a.budgets?.amount ?? 0, counters.length, ...counters.map((c) => c.limit),
     )
     if (reply[0] === 'existing') return { kind: 'existing', value: String(reply[1]) }
     if (reply[0] === 'refused') return { kind: 'refused', index: Number(reply[1]), resetMs: Math.max(0, Number(reply[2])) }
+    if (reply[0] === 'rebuild') return { kind: 'rebuild', index: Number(reply[1]) }
+    if (reply[0] === 'over') return { kind: 'over-budget', index: Number(reply[1]), counter: { used: Number(reply[2]), reserved: Number(reply[3]) } }
     const windows: { remaining: number; resetMs: number }[] = []
     for (let i = 1; i < reply.length; i += 2) windows.push({ remaining: Number(reply[i]), resetMs: Math.max(0, Number(reply[i + 1])) })
     return { kind: 'admitted', windows }
@@ -202,6 +247,25 @@ export class RedisStore implements Store {
   async releaseCreate(windowKeys: string[], member: string, dedupe?: { key: string; value: string }): Promise<void> {
     const keys = [...windowKeys.map((k) => this.k(k)), ...(dedupe ? [this.k(dedupe.key)] : [])]
     await this.client.releaseCreate(keys.length, ...keys, member, windowKeys.length, dedupe?.value ?? '')
+  }
+
+  async initBudgets(counters: { key: string; counter: BudgetCounter; ttlMs: number }[]): Promise<void> {
+    if (counters.length === 0) return
+    await this.client.initBudgets(counters.length, ...counters.map((c) => this.k(c.key)), ...counters.flatMap((c) => [c.counter.used, c.counter.reserved, Math.max(1, Math.round(c.ttlMs))]))
+  }
+
+  async adjustBudgets(changes: { key: string; used: number; reserved: number }[]): Promise<void> {
+    if (changes.length === 0) return
+    await this.client.adjustBudgets(changes.length, ...changes.map((c) => this.k(c.key)), ...changes.flatMap((c) => [c.used, c.reserved]))
+  }
+
+  async readBudgets(keys: string[]): Promise<(BudgetCounter | undefined)[]> {
+    const replies = await Promise.all(keys.map((key) => this.client.hmget(this.k(key), 'u', 'r')))
+    return replies.map(([u, r]) => (u === null ? undefined : { used: Number(u), reserved: Number(r ?? 0) }))
+  }
+
+  async dropBudgets(keys: string[]): Promise<void> {
+    if (keys.length > 0) await this.client.del(...keys.map((key) => this.k(key)))
   }
 
   async publish(channel: string, message: string): Promise<void> {

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import type { Log } from '../logger.js'
 import type { MemoryStore } from './memory-store.js'
-import type { CreateAdmission, CreateAdmissionResult, LimitDecision, Store } from './types.js'
+import type { BudgetCounter, CreateAdmission, CreateAdmissionResult, LimitDecision, Store } from './types.js'
 
 /**
  * Redis first, process memory while Redis is down (SPEC §6: creation and reads go on; limits fall
@@ -63,10 +63,27 @@ export class ResilientStore implements Store {
     return this.either('releaseSlot', () => this.redis.releaseSlot(key, member), () => this.memory.releaseSlot(key, member))
   }
   admitCreate(admission: CreateAdmission): Promise<CreateAdmissionResult> {
+    // With budgets, a failure is thrown rather than answered from memory (see initBudgets).
+    if (admission.budgets) return this.redis.admitCreate(admission)
     return this.either('admitCreate', () => this.redis.admitCreate(admission), () => this.memory.admitCreate(admission))
   }
   releaseCreate(windowKeys: string[], member: string, dedupe?: { key: string; value: string }): Promise<void> {
     return this.either('releaseCreate', () => this.redis.releaseCreate(windowKeys, member, dedupe), () => this.memory.releaseCreate(windowKeys, member, dedupe))
+  }
+  // Budget counters never fall back to this process's memory: a limit counted per process would be
+  // looser across replicas. Without Redis these throw, and the caller checks budgets in the
+  // database instead (slower, never looser).
+  initBudgets(counters: { key: string; counter: BudgetCounter; ttlMs: number }[]): Promise<void> {
+    return this.redis.initBudgets(counters)
+  }
+  adjustBudgets(changes: { key: string; used: number; reserved: number }[]): Promise<void> {
+    return this.redis.adjustBudgets(changes)
+  }
+  readBudgets(keys: string[]): Promise<(BudgetCounter | undefined)[]> {
+    return this.redis.readBudgets(keys)
+  }
+  dropBudgets(keys: string[]): Promise<void> {
+    return this.redis.dropBudgets(keys)
   }
   publish(channel: string, message: string): Promise<void> {
     // Local subscribers always hear it; other replicas rely on Redis (or their fallback poll).

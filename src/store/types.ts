@@ -25,6 +25,18 @@ export interface CreateAdmission {
    * whatever is there (a keyed create, or an entry found stale).
    */
   dedupe?: { key: string; value: string; ttlMs: number; mode: 'claim' | 'set' }
+  /**
+   * Token budget counters to reserve `amount` on, all or none (SPEC §8): each holds the tokens
+   * used and reserved in one window. A counter the store does not hold is not guessed at: the
+   * answer is `rebuild`, and the caller loads it from the database (`initBudgets`) and asks again.
+   */
+  budgets?: { amount: number; counters: { key: string; limit: number }[] }
+}
+
+/** A budget counter as kept: tokens settled (`used`) and held for jobs still open (`reserved`). */
+export interface BudgetCounter {
+  used: number
+  reserved: number
 }
 
 export type CreateAdmissionResult =
@@ -34,6 +46,10 @@ export type CreateAdmissionResult =
   | { kind: 'refused'; index: number; resetMs: number }
   /** A dedupe entry exists: nothing was taken. */
   | { kind: 'existing'; value: string }
+  /** Budget counter `index` is not held: load it and ask again. Nothing was taken. */
+  | { kind: 'rebuild'; index: number }
+  /** Budget counter `index` cannot take `amount`: nothing was taken. */
+  | { kind: 'over-budget'; index: number; counter: BudgetCounter }
 
 export interface Store {
   readonly kind: 'redis' | 'memory'
@@ -62,6 +78,14 @@ export interface Store {
    * dedupe entry if the entry still holds `dedupe.value`.
    */
   releaseCreate(windowKeys: string[], member: string, dedupe?: { key: string; value: string }): Promise<void>
+  /** Sets budget counters the store does not hold yet (loaded from the database), each with its TTL. */
+  initBudgets(counters: { key: string; counter: BudgetCounter; ttlMs: number }[]): Promise<void>
+  /** Adds to counters the store holds; a counter it does not hold is left to be loaded again. */
+  adjustBudgets(changes: { key: string; used: number; reserved: number }[]): Promise<void>
+  /** The counters as held (undefined for one that is not). */
+  readBudgets(keys: string[]): Promise<(BudgetCounter | undefined)[]>
+  /** Forgets counters, so they are loaded from the database when next needed. */
+  dropBudgets(keys: string[]): Promise<void>
   releaseSlot(key: string, member: string): Promise<void>
   publish(channel: string, message: string): Promise<void>
   /** Returns an unsubscribe function. */

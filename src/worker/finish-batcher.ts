@@ -1,4 +1,5 @@
 import type { FinishItem, Outcome } from '../db/jobs-repository.js'
+import type { Settlement } from '../db/usage-repository.js'
 
 export interface FinishBatcherOptions {
   /** Writes one batch (finishJobs); resolves to the ids written. */
@@ -47,13 +48,13 @@ export class FinishBatcher {
   }
 
   /** Queues one job's outcome; resolves once it is written (true) or refused by the fence (false). */
-  finish(id: number, outcome: Outcome): Promise<boolean> {
+  finish(id: number, outcome: Outcome, settlement?: Settlement): Promise<boolean> {
     const chars = (outcome.resultJson?.length ?? 0) + (outcome.errorText?.length ?? 0)
     // A job already queued (it cannot be, but one statement must not name a row twice), or text
     // that would make the batch too large: write what is queued first.
     if (this.queuedIds.has(id) || (this.queue.length > 0 && this.chars + chars > this.maxChars)) this.flush()
     const written = new Promise<boolean>((resolve, reject) => {
-      this.queue.push({ id, outcome, resolve, reject })
+      this.queue.push({ id, outcome, ...(settlement ? { settlement } : {}), resolve, reject })
     })
     this.queuedIds.add(id)
     this.chars += chars
@@ -89,7 +90,7 @@ export class FinishBatcher {
   private async write(batch: Queued[]): Promise<void> {
     let written: Set<number>
     try {
-      written = await this.options.writeBatch(batch.map(({ id, outcome }) => ({ id, outcome })))
+      written = await this.options.writeBatch(batch.map(({ id, outcome, settlement }) => ({ id, outcome, ...(settlement ? { settlement } : {}) })))
     } catch (err) {
       if (batch.length === 1) {
         batch[0]!.reject(err)
@@ -101,7 +102,7 @@ export class FinishBatcher {
       // all again and each caller retries; a row the database refuses fails only its own job.
       await Promise.all(batch.map(async (q) => {
         try {
-          q.resolve(await this.options.writeOne({ id: q.id, outcome: q.outcome }))
+          q.resolve(await this.options.writeOne({ id: q.id, outcome: q.outcome, ...(q.settlement ? { settlement: q.settlement } : {}) }))
         } catch (e) {
           q.reject(e)
         }

@@ -1,3 +1,4 @@
+import type { Budgets } from '../budgets/budgets.js'
 import type { Clock } from '../clock.js'
 import type { DatabaseHandle } from '../db/database.js'
 import { reapExpiredLeases, type ReapResult } from '../db/jobs-repository.js'
@@ -12,6 +13,8 @@ export interface ReaperOptions {
   everyMs: number
   /** The jobs a round moved (requeued or failed), so pools claim and streams follow. */
   onReaped?: (ids: number[]) => void
+  /** Token budgets: a job failed here is settled (SPEC §8). */
+  budgets?: Budgets | undefined
   onError?: (err: unknown) => void
 }
 
@@ -41,7 +44,10 @@ export class Reaper {
   async runOnce(): Promise<ReapResult | undefined> {
     const { db, clock, maxAttempts, log } = this.options
     try {
-      const r = await reapExpiredLeases(db.db, clock.now(), { maxAttempts, backoffMs: (attempts) => jobBackoffMs(attempts, clock.random()) })
+      const r = await reapExpiredLeases(db.db, clock.now(), {
+        maxAttempts, backoffMs: (attempts) => jobBackoffMs(attempts, clock.random()), ...(this.options.budgets ? { settle: db } : {}),
+      })
+      if (r.settled.length > 0) await this.options.budgets?.settled(r.settled)
       if (r.ids.length > 0) {
         log.warn({ requeued: r.requeued, failed: r.failed }, 'expired leases returned to the queue')
         this.options.onReaped?.(r.ids)
