@@ -164,7 +164,9 @@ export class RedisStore implements Store {
     this.client.defineCommand('adjustBudgets', { lua: ADJUST_BUDGETS })
     // Connection errors surface on commands; the event only needs a listener so it is not fatal.
     this.client.on('error', () => {})
-    this.subscriberOptions = { ...options, enableOfflineQueue: true, maxRetriesPerRequest: null }
+    // The subscriber waits for messages by design; a command timeout would cut its SUBSCRIBE off
+    // while it connects, and cross-replica wake-ups and deltas with it.
+    this.subscriberOptions = { ...options, enableOfflineQueue: true, maxRetriesPerRequest: null, commandTimeout: undefined }
     this.url = url
   }
 
