@@ -19,6 +19,7 @@ import { metricsPlugin } from './plugins/metrics.js'
 import { poolPlugin } from './plugins/pool.js'
 import { providersPlugin } from './plugins/providers.js'
 import { storePlugin } from './plugins/store.js'
+import { adminPageRoutes } from './routes/admin-page.js'
 import { adminRoutes } from './routes/admin.js'
 import { eventRoutes } from './routes/events.js'
 import { jobRoutes } from './routes/jobs.js'
@@ -162,6 +163,7 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
       await api.register(webhookRoutes)
       await api.register(adminRoutes)
       await api.register(usageRoutes)
+      await api.register(adminPageRoutes)
       await api.register(wellKnownRoutes)
       api.get('/openapi.json', {
         config: { auth: 'none' },

@@ -639,6 +639,11 @@ export function isDuplicateKey(err: unknown): boolean {
   return e?.code === 'ER_DUP_ENTRY' || e?.errno === 1062 || e?.code === 'SQLITE_CONSTRAINT_UNIQUE' || e?.code === 'SQLITE_CONSTRAINT_PRIMARYKEY'
 }
 
+/** `created_at`'s UTC day as `YYYY-MM-DD` (times are stored in UTC in both dialects). */
+function utcDayOf(handle: DatabaseHandle) {
+  return handle.dialect === 'mysql' ? sql<string>`DATE_FORMAT(created_at, '%Y-%m-%d')` : sql<string>`substr(created_at, 1, 10)`
+}
+
 /** What the usage export groups by (SPEC §4 `GET /admin/usage.csv`). */
 export type UsageGroup = 'day' | 'user' | 'model'
 
@@ -662,7 +667,7 @@ export interface UsageRow {
  * group order, read as a stream so an export of any size holds one chunk of rows at a time.
  */
 export async function* streamUsage(handle: DatabaseHandle, fromMs: number, toMs: number, groups: readonly UsageGroup[]): AsyncGenerator<UsageRow> {
-  const day = handle.dialect === 'mysql' ? sql<string>`DATE_FORMAT(created_at, '%Y-%m-%d')` : sql<string>`substr(created_at, 1, 10)`
+  const day = utcDayOf(handle)
   const count = (status: JobStatus) => sql<number>`SUM(CASE WHEN status = ${status} THEN 1 ELSE 0 END)`
   const keys = groups.map((g) => (g === 'day' ? day : g === 'user' ? sql.ref('user_id') : sql.ref('model')))
   let q = handle.db.selectFrom('ai_jobs')
@@ -692,4 +697,73 @@ export async function* streamUsage(handle: DatabaseHandle, fromMs: number, toMs:
     if (named.model !== undefined) row.model = named.model
     yield row
   }
+}
+
+const ALL_STATUSES: readonly JobStatus[] = ['pending', 'running', 'succeeded', 'failed', 'canceled']
+
+export interface DayStatusRow {
+  /** UTC day, `YYYY-MM-DD`. */
+  day: string
+  status: JobStatus
+  jobs: number
+  input_tokens: number
+  output_tokens: number
+}
+
+/**
+ * Jobs created in [fromMs, toMs), counted by UTC day and status, with their tokens. Exported so
+ * a test can EXPLAIN it. Every status is named: with `status IN (…)` leading, the range is one
+ * short range of `status_created (status, created_at)` per status instead of a scan of the whole
+ * table (no index starts with `created_at`), and only the rows in the range are read.
+ */
+export function jobsByDayQuery(handle: DatabaseHandle, fromMs: number, toMs: number) {
+  const day = utcDayOf(handle)
+  return handle.db.selectFrom('ai_jobs')
+    .select([
+      day.as('day'),
+      'status',
+      sql<number>`COUNT(*)`.as('jobs'),
+      sql<number>`COALESCE(SUM(input_tokens), 0)`.as('input_tokens'),
+      sql<number>`COALESCE(SUM(output_tokens), 0)`.as('output_tokens'),
+    ])
+    .where('status', 'in', ALL_STATUSES)
+    .where('created_at', '>=', toDbTime(fromMs))
+    .where('created_at', '<', toDbTime(toMs))
+    .groupBy([day, 'status'])
+}
+
+/** {@link jobsByDayQuery}, read. */
+export async function jobsByDay(handle: DatabaseHandle, fromMs: number, toMs: number): Promise<DayStatusRow[]> {
+  const rows = await jobsByDayQuery(handle, fromMs, toMs).execute()
+  return rows.map((r) => ({
+    day: r.day, status: r.status, jobs: Number(r.jobs), input_tokens: Number(r.input_tokens), output_tokens: Number(r.output_tokens),
+  }))
+}
+
+/**
+ * The newest `limit` provider latencies of finished jobs with `status`, created in [fromMs, toMs).
+ * Exported so a test can EXPLAIN it: one status and a range on `created_at` walk
+ * `status_created (status, created_at)` backwards and stop after `limit` rows, however many
+ * jobs the range holds (no filesort).
+ */
+export function latencySamplesQuery(db: Db, status: 'succeeded' | 'failed', fromMs: number, toMs: number, limit: number) {
+  return db.selectFrom('ai_jobs').select('provider_ms')
+    .where('status', '=', status)
+    .where('created_at', '>=', toDbTime(fromMs))
+    .where('created_at', '<', toDbTime(toMs))
+    .where('provider_ms', 'is not', null)
+    .orderBy('created_at', 'desc')
+    .limit(limit)
+}
+
+/**
+ * Provider latencies (ms) of jobs created in [fromMs, toMs) that finished (succeeded or failed),
+ * at most `limitPerStatus` of each status, newest first.
+ */
+export async function latencySamples(db: Db, fromMs: number, toMs: number, limitPerStatus: number): Promise<number[]> {
+  const [succeeded, failed] = await Promise.all([
+    latencySamplesQuery(db, 'succeeded', fromMs, toMs, limitPerStatus).execute(),
+    latencySamplesQuery(db, 'failed', fromMs, toMs, limitPerStatus).execute(),
+  ])
+  return [...succeeded, ...failed].map((r) => Number(r.provider_ms))
 }

@@ -4,11 +4,12 @@ import Type from 'typebox'
 import { Readable } from 'node:stream'
 import { listJobs, streamUsage, type UsageGroup, type UsageRow } from '../db/jobs-repository.js'
 import { ApiError } from '../errors.js'
+import { readAdminStats, STATS_DEFAULT_DAYS, STATS_MAX_DAYS, statsRange } from '../jobs/admin-stats.js'
 import { cancelJob } from '../jobs/cancel-job.js'
 import { toJobResponse } from '../jobs/job-response.js'
 import { jobIdOf } from '../jobs/read-job.js'
 import { retryJob } from '../jobs/retry-job.js'
-import { AdminJobList, AdminJobsQuery, UsageCsvQuery } from '../schemas/admin.js'
+import { AdminJobList, AdminJobsQuery, AdminStats, AdminStatsQuery, UsageCsvQuery } from '../schemas/admin.js'
 import { errorResponses, JobIdParams } from '../schemas/common.js'
 import { decodeCursor, page } from './cursor.js'
 
@@ -89,6 +90,19 @@ export async function adminRoutes(fastify: FastifyInstance): Promise<void> {
       response: { 200: JobRef, ...errorResponses },
     },
   }, async (request) => toJobResponse(await cancelJob(app, request.principal, jobIdOf(request.params.id))))
+
+  app.get('/admin/stats', {
+    config: { auth: 'admin', noStore: true },
+    schema: {
+      summary: "The admin page's charts", tags: ['admin'],
+      description: `Jobs created in [from, to) (default: the last ${STATS_DEFAULT_DAYS} UTC days, today included; at most ${STATS_MAX_DAYS} days): tokens and jobs per day, jobs by status, p50/p95 provider latency per day, the circuit breakers, budget use and event deliveries.`,
+      querystring: AdminStatsQuery,
+      response: { 200: AdminStats, ...errorResponses },
+    },
+  }, async (request) => {
+    const range = statsRange(dateOf(request.query.from, 'from'), dateOf(request.query.to, 'to'), app.clock.now())
+    return readAdminStats(app, range)
+  })
 
   app.get('/admin/usage.csv', {
     config: { auth: 'admin', noStore: true },

@@ -12,17 +12,9 @@ import { jobIdOf, readVisibleJob } from '../jobs/read-job.js'
 import { errorResponses, JobIdParams } from '../schemas/common.js'
 import { CreateJobBody, CreateJobHeaders, JobAccepted, JobList, ListJobsQuery } from '../schemas/job.js'
 import { decodeCursor, page } from './cursor.js'
+import { ifNoneMatch } from './etag.js'
 
 const JobRef = Type.Ref('Job')
-
-/** `If-None-Match` against a strong ETag (a weak form of the same tag matches too, as RFC 9110 lets GET do). */
-function ifNoneMatch(header: string | undefined, etag: string): boolean {
-  if (!header) return false
-  return header.split(',').some((tag) => {
-    const t = tag.trim()
-    return t === '*' || t === etag || t === `W/${etag}`
-  })
-}
 
 async function mayCreate(principal: Principal): Promise<void> {
   if (principal.canCreate) return

@@ -31,3 +31,44 @@ export const UsageCsvQuery = Type.Object({
   to: Type.Optional(DateParam),
   group: Type.Optional(Type.String({ description: 'any of day, user, model, comma-separated (default all three)' })),
 })
+
+export const AdminStatsQuery = Type.Object({
+  from: Type.Optional(DateParam),
+  to: Type.Optional(DateParam),
+})
+
+const Day = Type.String({ pattern: '^\\d{4}-\\d\\d-\\d\\d$', description: 'a UTC day, YYYY-MM-DD' })
+const Count = Type.Integer({ minimum: 0 })
+const IsoTime = Type.String({ description: 'ISO-8601 UTC with milliseconds' })
+
+/** The admin page's charts (`GET /admin/stats`); src/jobs/admin-stats.ts says what each number is. */
+export const AdminStats = Type.Object({
+  from: IsoTime,
+  to: IsoTime,
+  tokens_per_day: Type.Array(Type.Object({ day: Day, input_tokens: Count, output_tokens: Count, jobs: Count }), {
+    description: 'every UTC day of the range, oldest first, by the jobs created that day',
+  }),
+  jobs_by_status: Type.Object({ pending: Count, running: Count, succeeded: Count, failed: Count, canceled: Count }, {
+    description: 'jobs created in the range, by their status now',
+  }),
+  latency_per_day: Type.Array(Type.Object({ day: Day, p50_ms: Nullable(Count), p95_ms: Nullable(Count), samples: Count }), {
+    description: 'provider latency of the finished jobs of each day: nearest-rank percentiles of the newest samples of the day (null without samples)',
+  }),
+  breakers: Type.Array(Type.Object({
+    key: Type.String({ description: 'the provider endpoint' }),
+    state: Type.Union([Type.Literal('closed'), Type.Literal('open'), Type.Literal('half-open')]),
+    consecutive_failures: Count,
+    open_until: Nullable(IsoTime),
+  }), { description: "this replica's circuit breakers" }),
+  budgets: Nullable(Type.Object({
+    top_users: Type.Array(Type.Object({
+      user_id: Count,
+      scope: Type.String({ examples: ['user:42', 'role:subscriber', 'default'] }),
+      window: Type.Union([Type.Literal('day'), Type.Literal('month')]),
+      limit: Nullable(Count),
+      used: Count,
+      reserved: Count,
+    })),
+  }, { description: 'null when no budgets are configured' })),
+  deliveries: Nullable(Type.Object({ pending: Count, failed: Count }, { description: 'events to WordPress; null when they are off' })),
+})

@@ -65,6 +65,7 @@ describe('GET /openapi.json', () => {
       `POST ${BASE}/jobs`, `GET ${BASE}/jobs`, `GET ${BASE}/jobs/:id`, `GET ${BASE}/jobs/:id/events`, `POST ${BASE}/jobs/:id/cancel`,
       `POST ${BASE}/webhook`, `GET ${BASE}/.well-known/jwks.json`, `GET ${BASE}/openapi.json`,
       `GET ${BASE}/admin/jobs`, `POST ${BASE}/admin/jobs/:id/retry`, `POST ${BASE}/admin/jobs/:id/cancel`, `GET ${BASE}/admin/usage.csv`,
+      `GET ${BASE}/admin`, `GET ${BASE}/admin/stats`, `GET ${BASE}/admin/assets/app.js`, `GET ${BASE}/admin/assets/app.css`,
       'GET /healthz', 'GET /readyz', 'GET /metrics',
     ]
     for (const route of expected) expect(served, route).toContain(route)
@@ -94,5 +95,9 @@ describe('GET /openapi.json', () => {
   it('admin routes need a WordPress login (no token), public ones nothing', () => {
     expect(doc.paths[`${BASE}/admin/jobs`].get.security).toEqual([{ wordpressCookie: [], wordpressNonce: [] }, { applicationPassword: [] }])
     expect(doc.paths[`${BASE}/.well-known/jwks.json`].get.security).toEqual([])
+    expect(doc.paths[`${BASE}/admin/stats`].get.security).toEqual([{ wordpressCookie: [], wordpressNonce: [] }, { applicationPassword: [] }])
+    // The page load: the logged-in cookie alone; its static files: nothing.
+    expect(doc.paths[`${BASE}/admin`].get.security).toEqual([{ wordpressCookie: [] }])
+    expect(doc.paths[`${BASE}/admin/assets/app.js`].get.security).toEqual([])
   })
 })
