@@ -5,7 +5,7 @@ import type { Transaction } from 'kysely'
 import type { Settled } from '../db/jobs-repository.js'
 import type { Database } from '../db/schema.js'
 import { fromDbTime } from '../db/time.js'
-import { lockBudget, reservedTokens, settledTokens, unlockBudgets } from '../db/usage-repository.js'
+import { lockBudget, reservedTokens, settledTokens, topReserved, topUsage, unlockBudgets } from '../db/usage-repository.js'
 import { ApiError } from '../errors.js'
 import type { JobRequest } from '../jobs/job-request.js'
 import type { Log } from '../logger.js'
@@ -221,5 +221,33 @@ export class Budgets {
       held = []
     }
     return Promise.all(refs.map(async (ref, i) => this.standing(ref, held[i] ?? await this.loadCounter(ref, principal.ownerKey))))
+  }
+
+  /**
+   * The admin page's budget chart: the WordPress users closest to a limit in the current day and
+   * month, at most `count`, by (used + reserved) / limit. `rolesOf` reads a user's roles (their
+   * limits may follow them); windows that do not limit a user are left out.
+   */
+  async topUsers(count: number, rolesOf?: (userId: number) => Promise<readonly string[] | undefined>): Promise<{ user_id: number; scope: string; window: BudgetWindow; limit: number | null; used: number; reserved: number }[]> {
+    const now = this.options.clock.now()
+    const db = this.options.db.db
+    const out: { user_id: number; scope: string; window: BudgetWindow; limit: number | null; used: number; reserved: number }[] = []
+    for (const window of ['day', 'month'] as const) {
+      const p = periodOf(window, now)
+      const fromDay = new Date(p.startMs).toISOString().slice(0, 10)
+      const toDay = new Date(p.endMs).toISOString().slice(0, 10)
+      const [used, reserved] = await Promise.all([topUsage(db, fromDay, toDay, count * 5), topReserved(db, p.startMs, p.endMs, count * 5)])
+      const owners = new Map<string, { userId: number; used: number; reserved: number }>()
+      for (const r of used) owners.set(r.ownerKey, { userId: r.userId, used: r.tokens, reserved: 0 })
+      for (const r of reserved) owners.set(r.ownerKey, { userId: r.userId, used: owners.get(r.ownerKey)?.used ?? 0, reserved: r.tokens })
+      for (const o of owners.values()) {
+        const roles = rolesOf ? await rolesOf(o.userId).catch(() => undefined) : undefined
+        const limit = limitsFor(this.options.config, { userId: o.userId, ...(roles ? { roles } : {}) }).find((l) => l.per === 'owner' && l.window === window)
+        // A window that does not limit the user is no budget to show.
+        if (limit) out.push({ user_id: o.userId, scope: limit.scope, window, limit: limit.limit, used: o.used, reserved: o.reserved })
+      }
+    }
+    const share = (u: { limit: number | null; used: number; reserved: number }) => (u.limit ? (u.used + u.reserved) / u.limit : 0)
+    return out.sort((x, y) => share(y) - share(x) || (y.used + y.reserved) - (x.used + x.reserved)).slice(0, count)
   }
 }

@@ -90,3 +90,21 @@ export async function unlockBudgets(handle: Pick<DatabaseHandle, 'dialect' | 'pr
     await sql`SELECT RELEASE_LOCK(CONCAT('wp-ai-gateway:budget:', SHA1(CONCAT(DATABASE(), ':', ${handle.prefix}, ':', ${name}))))`.execute(conn)
   }
 }
+
+/** The owners who settled the most tokens in days [fromDay, toDay), WordPress users only (`u:`). */
+export async function topUsage(db: Db, fromDay: string, toDay: string, limit: number): Promise<{ ownerKey: string; userId: number; tokens: number }[]> {
+  const rows = await db.selectFrom('ai_usage').select(['owner_key', sql<number>`MAX(user_id)`.as('user_id'), sql<number>`SUM(tokens)`.as('tokens')])
+    .where('day', '>=', fromDay).where('day', '<', toDay).where('owner_key', 'like', 'u:%')
+    .groupBy('owner_key').orderBy(sql`SUM(tokens)`, 'desc').limit(limit).execute()
+  return rows.map((r) => ({ ownerKey: r.owner_key, userId: Number(r.user_id), tokens: Number(r.tokens) }))
+}
+
+/** The WordPress users with the most tokens reserved by open jobs created in [fromMs, toMs). */
+export async function topReserved(db: Db, fromMs: number, toMs: number, limit: number): Promise<{ ownerKey: string; userId: number; tokens: number }[]> {
+  const rows = await db.selectFrom('ai_jobs').select(['owner_key', sql<number>`MAX(user_id)`.as('user_id'), sql<number>`SUM(reserved_tokens)`.as('tokens')])
+    .where('status', 'in', ['pending', 'running'])
+    .where('created_at', '>=', toDbTime(fromMs)).where('created_at', '<', toDbTime(toMs))
+    .where('user_id', '>', 0).where('reserved_tokens', '>', 0)
+    .groupBy('owner_key').orderBy(sql`SUM(reserved_tokens)`, 'desc').limit(limit).execute()
+  return rows.map((r) => ({ ownerKey: r.owner_key, userId: Number(r.user_id), tokens: Number(r.tokens) }))
+}

@@ -1,3 +1,5 @@
+import type { WordPressAuthenticator } from '../auth/authenticate.js'
+import type { Budgets } from '../budgets/budgets.js'
 import type { DatabaseHandle } from '../db/database.js'
 import { jobsByDay, latencySamples } from '../db/jobs-repository.js'
 import type { JobStatus } from '../db/schema.js'
@@ -65,6 +67,8 @@ export interface StatsRange {
 export interface StatsServices {
   db: DatabaseHandle
   providers: Pick<ProviderRegistry, 'breakers'>
+  budgets: Budgets | undefined
+  auth: { readonly wordpress: WordPressAuthenticator | undefined }
 }
 
 const startOfUtcDay = (ms: number) => Math.floor(ms / DAY_MS) * DAY_MS
@@ -134,7 +138,14 @@ export async function readAdminStats(services: StatsServices, range: StatsRange)
       consecutive_failures: b.consecutiveFailures,
       open_until: b.openUntil === undefined ? null : new Date(b.openUntil).toISOString(),
     })),
-    budgets: null,
+    budgets: services.budgets ? { top_users: await services.budgets.topUsers(10, rolesOf(services)) } : null,
     deliveries: null,
   }
+}
+
+/** A user's roles as WordPress stores them (cached reads), when WordPress's tables are there. */
+function rolesOf(services: StatsServices): ((userId: number) => Promise<readonly string[] | undefined>) | undefined {
+  const wordpress = services.auth.wordpress
+  if (!wordpress) return undefined
+  return async (userId) => (await wordpress.token({ method: 'token', userId, ownerKey: `u:${userId}`, canCreate: true, isAdmin: false })).roles
 }

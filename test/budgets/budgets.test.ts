@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildApp } from '../../src/app.js'
 import { manualClock } from '../../src/clock.js'
 import { bearer, DIALECTS, freshDatabase, REDIS_URL, testConfig } from '../helpers.js'
+import { readAdminStats } from '../../src/jobs/admin-stats.js'
 import { startFakeProvider, type FakeProvider } from '../support/fake-provider.js'
 import { RUN } from '../support/run-tag.js'
 import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy.js'
@@ -208,4 +209,28 @@ describe.each(DIALECTS)('token budgets (%s)', (dialect) => {
       expect((await create(a, '23')).statusCode).toBe(429)
     })
   }
+})
+
+describe('the admin page\'s budget chart (SQLite)', () => {
+  it('lists the users closest to a limit, with their window, used and reserved tokens', async () => {
+    const clock = manualClock(Date.parse('2027-02-10T12:00:00.000Z'))
+    const db = await freshDatabase('sqlite', `gw_budgets_top_${RUN}`)
+    const app = await buildApp(testConfig({ DATABASE_URL: db.url, AI_BUDGETS: JSON.stringify({ default: { tokens_per_day: 100 }, users: { 9: { tokens_per_day: 1000 } } }), RATE_LIMIT_MAX: '0' }), { logger: false, startWorkers: false, clock })
+    try {
+      let k = 0
+      const post = async (sub: string) => app.inject({ method: 'POST', url: `${BASE}/jobs`, headers: { ...(await bearer({ sub }, { nowMs: clock.now() })), 'content-type': 'application/json' }, payload: BODY(++k) })
+      for (const sub of ['8', '8', '8', '9', '9', '10']) expect((await post(sub)).statusCode).toBe(202)
+      while ((await app.pool.runOnce()) > 0) { /* settle them */ }
+      expect((await post('8')).statusCode).toBe(202)
+      const stats = await readAdminStats(app, { fromMs: clock.now() - 86_400_000, toMs: clock.now() + 86_400_000 })
+      expect(stats.budgets?.top_users).toEqual([
+        { user_id: 8, scope: 'default', window: 'day', limit: 100, used: 3 * BILLED, reserved: RESERVE },
+        { user_id: 10, scope: 'default', window: 'day', limit: 100, used: BILLED, reserved: 0 },
+        { user_id: 9, scope: 'user:9', window: 'day', limit: 1000, used: 2 * BILLED, reserved: 0 },
+      ])
+    } finally {
+      await app.close()
+      await db.cleanup()
+    }
+  })
 })
