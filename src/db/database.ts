@@ -112,15 +112,16 @@ function isOn(value: unknown): boolean {
 }
 
 /**
- * Refuses statement-based binary logging: `FOR UPDATE SKIP LOCKED` picks rows by what other
- * sessions hold locked at that instant, so replaying the statement on a replica (or in a
- * point-in-time restore) may claim other rows. Row-based logging records the rows themselves;
- * MIXED switches to it for statements the server knows are unsafe, SKIP LOCKED among them.
+ * Refuses statement-based binary logging (SPEC §1, §12). What a statement with `SKIP LOCKED` sees
+ * depends on the locks other sessions hold at that instant, so MySQL and MariaDB count such
+ * statements unsafe to log as text: a replica or a restore from the binary log replaying them could
+ * change other rows. Row-based logging records the rows themselves; MIXED logs unsafe statements
+ * as rows.
  */
 export function checkBinaryLogging(vars: ServerVariables): void {
   if (!isOn(vars.log_bin)) return
   if (String(vars.binlog_format ?? '').trim().toUpperCase() !== 'STATEMENT') return
-  throw new Error("binlog_format=STATEMENT with binary logging on (log_bin=1) is unsafe for the job claim's FOR UPDATE SKIP LOCKED (a replica or a restore from the binary log may replay it on other rows): set binlog_format=ROW or MIXED on the database server")
+  throw new Error("binlog_format=STATEMENT with binary logging on (log_bin=1) is unsafe with the job queue's FOR UPDATE SKIP LOCKED (a replica or a restore replaying the binary log could change other rows): set binlog_format=ROW or MIXED on the database server")
 }
 
 export function mysqlPoolOptions(url: string, poolSize: number): PoolOptions {

@@ -10,7 +10,7 @@ import { dropMysqlDatabase, freshDatabase, freshMysqlDatabase, MYSQL_BASE, testC
 import { RUN } from '../support/run-tag.js'
 
 const NAME = `gw_binlog_${RUN}`
-const REFUSAL = /^binlog_format=STATEMENT with binary logging on \(log_bin=1\) is unsafe for the job claim's FOR UPDATE SKIP LOCKED .*: set binlog_format=ROW or MIXED on the database server$/
+const REFUSAL = /^binlog_format=STATEMENT with binary logging on \(log_bin=1\) is unsafe with the job queue's FOR UPDATE SKIP LOCKED .*: set binlog_format=ROW or MIXED on the database server$/
 
 async function connectionsTo(database: string): Promise<number> {
   const conn = await mysql.createConnection(`${MYSQL_BASE}/`)
