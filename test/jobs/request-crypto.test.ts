@@ -11,11 +11,11 @@ const K2 = randomBytes(32)
 const b64 = (k: Buffer) => k.toString('base64')
 const REQUEST = JSON.stringify({ model: 'echo', input: 'the diary entry', params: {} })
 
-/** Sealed by the first form of the code (one bare key, no id), with this key and associated data. */
-const WAVE1_KEY = 'BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc='
-const WAVE1_AAD = 'wave-1-idempotency-key'
-const WAVE1_ROW = 'aes256gcm:YUvilN7K2dRSphDneVyTFmE4HWNVP1QlyRLBVNT/Hjnta2nuE2BofBZX0qXWvYuZodd7gKZHUwdQlCy+rSZ1dWs5yR5lx7zipdFiO9fkrOd6JCPe+yJSMNap8I7Dcg=='
-const WAVE1_PLAIN = { model: 'echo', input: 'written before keys had ids', params: {} }
+/** Sealed by the gateway before keys had ids (one bare key, `aes256gcm:<base64>`), with this key and associated data. */
+const EARLY_KEY = 'BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc='
+const EARLY_AAD = 'an-early-idempotency-key'
+const EARLY_ROW = 'aes256gcm:UmNTJgny0ZGdMhwGXEGxePP7tNu978AMN8qJS6lcjfEhLxV0I9gcbH3x6zysaMaD/DArpXAsrCmsq5aU5RMXtMzYcdWEb8QlIbb8RQl3hYadYH/w0Xo51h6cEtA4gA=='
+const EARLY_PLAIN = { model: 'echo', input: 'written before keys had ids', params: {} }
 
 function unreadable(fn: () => unknown): RequestUnreadable {
   try {
@@ -85,23 +85,23 @@ describe('sealing with key ids', () => {
 
 describe('rows of the first form (aes256gcm:<base64>, no key id)', () => {
   it('open with the bare key they were written with', () => {
-    expect(JSON.parse(openRequest(WAVE1_ROW, parseKeyring(WAVE1_KEY), WAVE1_AAD))).toEqual(WAVE1_PLAIN)
+    expect(JSON.parse(openRequest(EARLY_ROW, parseKeyring(EARLY_KEY), EARLY_AAD))).toEqual(EARLY_PLAIN)
   })
 
   it('open when that key is listed under any id, at any place: each key is tried, and GCM refuses the wrong ones', () => {
-    for (const value of [`new:${b64(K2)},old:${WAVE1_KEY}`, `v1:${WAVE1_KEY}`, `a:${b64(K1)},b:${b64(K2)},c:${WAVE1_KEY}`]) {
-      expect(JSON.parse(openRequest(WAVE1_ROW, parseKeyring(value), WAVE1_AAD))).toEqual(WAVE1_PLAIN)
+    for (const value of [`new:${b64(K2)},old:${EARLY_KEY}`, `v1:${EARLY_KEY}`, `a:${b64(K1)},b:${b64(K2)},c:${EARLY_KEY}`]) {
+      expect(JSON.parse(openRequest(EARLY_ROW, parseKeyring(value), EARLY_AAD))).toEqual(EARLY_PLAIN)
     }
   })
 
   it('still bind the idempotency key, and fail clearly when no listed key opens them', () => {
-    const ring = parseKeyring(`new:${b64(K2)},old:${WAVE1_KEY}`)
-    expect(unreadable(() => openRequest(WAVE1_ROW, ring, 'another-row')).message).toMatch(/no key in AI_ENCRYPTION_KEY opens it \(it names no key id/)
-    expect(unreadable(() => openRequest(WAVE1_ROW, parseKeyring(`new:${b64(K2)}`), WAVE1_AAD)).keyId).toBeUndefined()
+    const ring = parseKeyring(`new:${b64(K2)},old:${EARLY_KEY}`)
+    expect(unreadable(() => openRequest(EARLY_ROW, ring, 'another-row')).message).toMatch(/no key in AI_ENCRYPTION_KEY opens it \(it names no key id/)
+    expect(unreadable(() => openRequest(EARLY_ROW, parseKeyring(`new:${b64(K2)}`), EARLY_AAD)).keyId).toBeUndefined()
   })
 
-  it('are still what a bare key writes, so the first form of the code reads them too', () => {
-    const ring = parseKeyring(WAVE1_KEY)
+  it('are still what a bare key writes, so a gateway from before key ids reads them too', () => {
+    const ring = parseKeyring(EARLY_KEY)
     const stored = sealRequest(REQUEST, ring, 'idem-7')
     expect(stored).toMatch(/^aes256gcm:[A-Za-z0-9+/]+={0,2}$/)
     expect(sealedForm(stored)).toMatchObject({ kind: 'sealed', keyId: undefined })
