@@ -6,7 +6,7 @@ import type { Logger } from 'pino'
 import type { WordPressAuthenticator } from './auth/authenticate.js'
 import type { Clock } from './clock.js'
 import type { Config } from './config.js'
-import type { DatabaseHandle } from './db/database.js'
+import type { DatabaseHandle, ServerVariablesReader } from './db/database.js'
 import { toWordPressError } from './errors.js'
 import { createLogger } from './logger.js'
 import { authPlugin, type AuthKind } from './plugins/auth.js'
@@ -42,6 +42,8 @@ export interface AppDeps {
   startWorkers?: boolean
   /** Run migrations at start (default true). */
   migrate?: boolean
+  /** MySQL: reads `@@log_bin` and `@@binlog_format` for the start-up check; the server's own unless given. */
+  serverVariables?: ServerVariablesReader
   wordpress?: WordPressAuthenticator
   poolOptions?: { pollMs?: number; reapEveryMs?: number }
   /** SPEC §4: 10 s. Tests shorten it. */
@@ -120,7 +122,7 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
     await app.register(configPlugin, { config, clock: deps.clock })
     await app.register(metricsPlugin)
     await app.register(httpPlugin, { bodyTimeoutMs: deps.bodyTimeoutMs })
-    await app.register(dbPlugin, { handle: deps.handle, migrate: deps.migrate })
+    await app.register(dbPlugin, { handle: deps.handle, migrate: deps.migrate, serverVariables: deps.serverVariables })
     await app.register(storePlugin, { store: deps.store })
     await app.register(budgetsPlugin)
     await app.register(providersPlugin)

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs'
 import { BudgetsConfigError, parseBudgets, type BudgetsConfig } from './budgets/config.js'
+import { parseKeyring, type Keyring } from './jobs/request-crypto.js'
 import { PROVIDER_NAMES as PROVIDERS, type ModelConfig, type ProviderName } from './providers/types.js'
 import { parseDbHost, parseWpConfig } from './wordpress/wp-config.js'
 
@@ -60,7 +61,8 @@ export interface Config {
   dedupeWindowSeconds: number
   requestMaxBytes: number
   resultMaxBytes: number
-  encryptionKey: Buffer | undefined
+  /** AI_ENCRYPTION_KEY: the key new rows are sealed with and every key older rows may name. */
+  encryptionKeys: Keyring | undefined
   trustProxy: string[]
   webhookAllowedIps: string[]
   logLevel: string
@@ -285,10 +287,13 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     if (!source.AI_JWT_PRIVATE_KEY) throw new ConfigError('AI_JWT_PRIVATE_KEY', 'is required when AI_WORKER_URL is set')
   }
 
-  let encryptionKey: Buffer | undefined
+  let encryptionKeys: Keyring | undefined
   if (source.AI_ENCRYPTION_KEY) {
-    encryptionKey = Buffer.from(source.AI_ENCRYPTION_KEY, 'base64')
-    if (encryptionKey.length !== 32) throw new ConfigError('AI_ENCRYPTION_KEY', 'must be base64 of exactly 32 bytes')
+    try {
+      encryptionKeys = parseKeyring(source.AI_ENCRYPTION_KEY)
+    } catch (err) {
+      throw new ConfigError('AI_ENCRYPTION_KEY', (err as Error).message)
+    }
   }
 
   const logLevel = source.LOG_LEVEL || 'info'
@@ -346,7 +351,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     dedupeWindowSeconds: intIn(source, 'DEDUPE_WINDOW_SECONDS', 60, 0, 86_400),
     requestMaxBytes: intIn(source, 'REQUEST_MAX_BYTES', 65_536, 1024, 64 * 1024 * 1024),
     resultMaxBytes: intIn(source, 'RESULT_MAX_BYTES', 262_144, 1024, 1024 * 1024 * 1024),
-    encryptionKey,
+    encryptionKeys,
     trustProxy: cidrList(source, 'TRUST_PROXY'),
     webhookAllowedIps: cidrList(source, 'WEBHOOK_ALLOWED_IPS'),
     logLevel,

@@ -34,7 +34,19 @@ export interface DatabaseOptions {
   poolSize?: number
   /** MySQL: a query that gets no answer for this long fails (and the request gets a 503). */
   queryTimeoutMs?: number
+  /** MySQL: reads the binary-log settings the start-up check looks at; `SELECT @@log_bin, @@binlog_format` unless given. */
+  serverVariables?: ServerVariablesReader | undefined
 }
+
+/** The binary-log settings of a MySQL/MariaDB session, as the server reports them. */
+export interface ServerVariables {
+  /** `@@log_bin`: 0/1 on MariaDB and MySQL 8; `OFF`/`ON` is read too. */
+  log_bin: unknown
+  /** `@@binlog_format`: `ROW`, `MIXED` or `STATEMENT`. */
+  binlog_format: unknown
+}
+
+export type ServerVariablesReader = () => Promise<ServerVariables>
 
 /** Far above any statement the gateway runs (they take milliseconds), well below a client's patience. */
 export const DEFAULT_QUERY_TIMEOUT_MS = 10_000
@@ -85,6 +97,31 @@ export function checkServerVersion(version: string): void {
       throw new Error(`${isMaria ? 'MariaDB' : 'MySQL'} ${version} is too old: wp-ai-gateway needs ${isMaria ? 'MariaDB 10.6' : 'MySQL 8.0.1'} or newer (for FOR UPDATE SKIP LOCKED)`)
     }
   }
+}
+
+/** The session's binary-log settings; the session value is the one this connection's statements are logged with. */
+export async function readServerVariables(db: Kysely<any>): Promise<ServerVariables> {
+  const row = await sql<ServerVariables>`SELECT @@log_bin AS log_bin, @@binlog_format AS binlog_format`.execute(db)
+  return row.rows[0]!
+}
+
+function isOn(value: unknown): boolean {
+  if (typeof value === 'number' || typeof value === 'bigint') return Number(value) === 1
+  if (typeof value === 'string') return /^(1|on)$/i.test(value.trim())
+  return false
+}
+
+/**
+ * Refuses statement-based binary logging (SPEC §1, §12). What a statement with `SKIP LOCKED` sees
+ * depends on the locks other sessions hold at that instant, so MySQL and MariaDB count such
+ * statements unsafe to log as text: a replica or a restore from the binary log replaying them could
+ * change other rows. Row-based logging records the rows themselves; MIXED logs unsafe statements
+ * as rows.
+ */
+export function checkBinaryLogging(vars: ServerVariables): void {
+  if (!isOn(vars.log_bin)) return
+  if (String(vars.binlog_format ?? '').trim().toUpperCase() !== 'STATEMENT') return
+  throw new Error("binlog_format=STATEMENT with binary logging on (log_bin=1) is unsafe with the job queue's FOR UPDATE SKIP LOCKED (a replica or a restore replaying the binary log could change other rows): set binlog_format=ROW or MIXED on the database server")
 }
 
 export function mysqlPoolOptions(url: string, poolSize: number): PoolOptions {
@@ -178,7 +215,10 @@ export function dialectOf(url: string): Dialect {
   throw new Error(`DATABASE_URL must start with mysql:// or sqlite: (got "${url.split(':')[0]}:")`)
 }
 
-/** Opens the database and checks the server version; it does not run migrations. */
+/**
+ * Opens the database and checks the server: its version (SKIP LOCKED) and, on MySQL/MariaDB, that
+ * binary logging is not statement-based. It does not run migrations.
+ */
 export async function openDatabase(options: DatabaseOptions): Promise<DatabaseHandle> {
   const dialect = dialectOf(options.url)
   if (dialect === 'sqlite') {
@@ -193,6 +233,7 @@ export async function openDatabase(options: DatabaseOptions): Promise<DatabaseHa
     const row = await sql<{ v: string }>`SELECT VERSION() AS v`.execute(db)
     const version = row.rows[0]!.v
     checkServerVersion(version)
+    checkBinaryLogging(await (options.serverVariables ?? (() => readServerVariables(db)))())
     return {
       db, dialect, prefix: options.prefix, serverVersion: version, insertReturning: /mariadb/i.test(version),
       setQueryTimeout: (ms) => {

@@ -542,6 +542,41 @@ export async function retryJob(db: Db, id: number, nowMs: number, reserve = 0): 
   return Number(r.numUpdatedRows) === 1
 }
 
+/** Enough of `request_json` to read which key sealed it: `aes256gcm:` + a key id of up to 32 + `:`. */
+export const REQUEST_HEAD_CHARS = 48
+
+/**
+ * The next `limit` rows after `afterId`, by id, with the start of each `request_json`: key
+ * rotation walks the table with it, a primary-key range per call, so no query scans far.
+ */
+export async function listRequestHeads(db: Db, afterId: number, limit: number): Promise<{ id: number; head: string }[]> {
+  const rows = await db.selectFrom('ai_jobs')
+    .select(['id', sql<string>`SUBSTR(request_json, 1, ${REQUEST_HEAD_CHARS})`.as('head')])
+    .where('id', '>', afterId).orderBy('id').limit(limit).execute()
+  return rows.map((r) => ({ id: Number(r.id), head: r.head }))
+}
+
+/** The stored requests of these rows, with the idempotency key they are sealed to. */
+export async function findRequests(db: Db, ids: readonly number[]): Promise<Pick<JobRow, 'id' | 'request_json' | 'idempotency_key'>[]> {
+  if (ids.length === 0) return []
+  return db.selectFrom('ai_jobs').select(['id', 'request_json', 'idempotency_key']).where('id', 'in', ids).orderBy('id').execute()
+}
+
+/**
+ * Key rotation's write: the row's `request_json` becomes `to` only if it is still `from`, so a
+ * row that changed meanwhile is left alone. Compared as bytes: the column's collation
+ * (`utf8mb4_unicode_520_ci`) would call two ciphertexts differing only in case equal. Nothing
+ * else changes: the request reads the same, so `version` and `updated_at` stay (no ETag moves,
+ * and a running job's fenced writes still match).
+ */
+export async function replaceRequestJson(db: Db, dialect: DatabaseHandle['dialect'], id: number, from: string, to: string): Promise<boolean> {
+  const same = dialect === 'mysql'
+    ? sql<boolean>`CAST(request_json AS BINARY) = CAST(${from} AS BINARY)`
+    : sql<boolean>`request_json = ${from}`
+  const r = await db.updateTable('ai_jobs').set({ request_json: to }).where('id', '=', id).where(same).executeTakeFirst()
+  return Number(r.numUpdatedRows) === 1
+}
+
 /** For /readyz. */
 export async function pingDatabase(db: Db): Promise<void> {
   await sql`SELECT 1`.execute(db)

@@ -154,7 +154,7 @@ async function createOrReplay(deps: CreateServices, principal: Principal, { body
     owner_key: principal.ownerKey,
     status: 'pending',
     input_hash: hash,
-    request_json: sealRequest(JSON.stringify(request), config.encryptionKey, storedKey),
+    request_json: sealRequest(JSON.stringify(request), config.encryptionKeys, storedKey),
     idempotency_key: storedKey,
     model: request.model,
     request_id: requestId,

@@ -32,7 +32,7 @@ export async function retryJob(services: Pick<JobServices, 'db' | 'clock' | 'poo
 /** The worst case the job's request can cost, as a create reserves it; 0 when the request cannot be read. */
 function reservationOf(services: Pick<JobServices, 'config' | 'requestRules'>, row: JobRow): number {
   try {
-    const request = JSON.parse(openRequest(row.request_json, services.config.encryptionKey, row.idempotency_key)) as JobRequest
+    const request = JSON.parse(openRequest(row.request_json, services.config.encryptionKeys, row.idempotency_key)) as JobRequest
     return estimateInputTokens(request) + (request.params?.max_tokens ?? services.requestRules.maxTokensFor(row.model || request.model))
   } catch {
     return 0

@@ -1,5 +1,5 @@
 import fp from 'fastify-plugin'
-import { openDatabase, type DatabaseHandle } from '../db/database.js'
+import { openDatabase, type DatabaseHandle, type ServerVariablesReader } from '../db/database.js'
 import { runMigrations } from '../db/migrate.js'
 import { createBatcherFor, type CreateBatcher } from '../jobs/create-batcher.js'
 
@@ -17,11 +17,13 @@ export interface DbPluginOptions {
   handle?: DatabaseHandle | undefined
   /** Run migrations at start (default true). */
   migrate?: boolean | undefined
+  /** MySQL: where the binary-log check reads the server's settings (tests hand in their own). */
+  serverVariables?: ServerVariablesReader | undefined
 }
 
 /** Opens the database (unless one is handed in), runs the migrations, and closes what it opened. */
 export const dbPlugin = fp<DbPluginOptions>(async (app, options) => {
-  const handle = options.handle ?? await openDatabase({ url: app.config.databaseUrl, prefix: app.config.tablePrefix })
+  const handle = options.handle ?? await openDatabase({ url: app.config.databaseUrl, prefix: app.config.tablePrefix, serverVariables: options.serverVariables })
   if (!options.handle) app.addHook('onClose', () => handle.close())
   app.decorate('db', handle)
   app.decorate('createBatcher', createBatcherFor(handle))

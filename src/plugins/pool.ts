@@ -50,11 +50,11 @@ export const poolPlugin = fp<PoolPluginOptions>(async (app, options) => {
       clock,
       timeoutMs: config.queueTimeoutSeconds * 1000,
       resultWaitMs: config.workerResultSeconds * 1000,
-      encryptionKey: config.encryptionKey,
+      encryptionKeys: config.encryptionKeys,
       onDispatch: (outcome) => metrics.dispatches.inc({ outcome }),
     })
     : createProviderExecutor({
-      registry: app.providers, clock, resultMaxBytes: config.resultMaxBytes, encryptionKey: config.encryptionKey, defaultModel: config.defaultModel,
+      registry: app.providers, clock, resultMaxBytes: config.resultMaxBytes, encryptionKeys: config.encryptionKeys, defaultModel: config.defaultModel,
       onProviderCall: (provider, outcome, ms) => metrics.providerDuration.observe({ provider, outcome }, ms / 1000),
       // Every call streams; its text reaches every replica's streams of the job (SPEC §9).
       onDelta: (jobId, index, text) => jobEvents.delta(jobId, index, text),

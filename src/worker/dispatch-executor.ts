@@ -3,7 +3,7 @@ import type { Clock } from '../clock.js'
 import type { JobRow } from '../db/jobs-repository.js'
 import { toError } from '../errors.js'
 import { bodySha256, signDispatchJwt, type DispatchSigningKey } from '../dispatch/jwt.js'
-import { openRequest } from '../jobs/request-crypto.js'
+import { openRequest, type Keyring } from '../jobs/request-crypto.js'
 import type { JobDecision, JobExecutor } from './pool.js'
 
 export interface DispatchExecutorOptions {
@@ -15,7 +15,7 @@ export interface DispatchExecutorOptions {
   timeoutMs: number
   /** AI_WORKER_RESULT_SECONDS in ms: how long an accepted dispatch waits for its webhook. */
   resultWaitMs: number
-  encryptionKey: Buffer | undefined
+  encryptionKeys: Keyring | undefined
   onDispatch?: (outcome: 'accepted' | 'refused' | 'error') => void
 }
 
@@ -31,7 +31,7 @@ export function createDispatchExecutor(options: DispatchExecutorOptions): JobExe
     const now = options.clock.now()
     let request: unknown
     try {
-      request = JSON.parse(openRequest(row.request_json, options.encryptionKey, row.idempotency_key))
+      request = JSON.parse(openRequest(row.request_json, options.encryptionKeys, row.idempotency_key))
     } catch (err) {
       return { kind: 'finish', outcome: { status: 'failed', resultJson: null, errorText: `stored request cannot be read: ${toError(err).message}`, providerMs: null, workerMs: null, inputTokens: null, outputTokens: null } }
     }

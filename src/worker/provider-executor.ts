@@ -3,7 +3,7 @@ import type { JobRow } from '../db/jobs-repository.js'
 import { fromDbTime } from '../db/time.js'
 import { toError } from '../errors.js'
 import type { JobRequest } from '../jobs/job-request.js'
-import { openRequest } from '../jobs/request-crypto.js'
+import { openRequest, type Keyring } from '../jobs/request-crypto.js'
 import { attemptUsage } from '../providers/call-provider.js'
 import { callWithFallbacks } from '../providers/call-with-fallbacks.js'
 import { DeltaStream } from '../providers/delta-stream.js'
@@ -18,7 +18,7 @@ export interface ProviderExecutorOptions {
   resultMaxBytes: number
   /** AI_DEFAULT_MODEL, for rows that name no model. */
   defaultModel: string
-  encryptionKey: Buffer | undefined
+  encryptionKeys: Keyring | undefined
   onProviderCall?: (provider: string, outcome: string, ms: number) => void
   /**
    * When given, every provider call streams and each piece of text is handed here as it arrives
@@ -66,7 +66,7 @@ export function createProviderExecutor(options: ProviderExecutorOptions): JobExe
     const started = row.started_at ? fromDbTime(row.started_at) : clock.now()
     let request: JobRequest
     try {
-      request = JSON.parse(openRequest(row.request_json, options.encryptionKey, row.idempotency_key)) as JobRequest
+      request = JSON.parse(openRequest(row.request_json, options.encryptionKeys, row.idempotency_key)) as JobRequest
     } catch (err) {
       return {
         kind: 'finish',

@@ -112,7 +112,7 @@ beforeAll(async () => {
   pool = new TestPool({
     handle: t.app.db,
     clock: systemClock,
-    execute: createProviderExecutor({ registry, clock: systemClock, resultMaxBytes: config.resultMaxBytes, defaultModel: config.defaultModel, encryptionKey: undefined }),
+    execute: createProviderExecutor({ registry, clock: systemClock, resultMaxBytes: config.resultMaxBytes, defaultModel: config.defaultModel, encryptionKeys: undefined }),
     concurrency: 8,
     leaseMs: config.jobLeaseSeconds * 1000,
     maxAttempts: config.jobMaxAttempts,

@@ -61,7 +61,7 @@ describe.each(DIALECTS)('encryption at rest (%s)', (dialect) => {
     expect(stored.request_json.startsWith('aes256gcm:')).toBe(true)
     expect(stored.request_json).not.toContain('hunter2')
     expect(stored.request_json).not.toContain('private entry')
-    expect(JSON.parse(openRequest(stored.request_json, KEY, stored.idempotency_key))).toMatchObject({ input: SECRET_INPUT, metadata: { diary: 'private entry' } })
+    expect(JSON.parse(openRequest(stored.request_json, t.config.encryptionKeys, stored.idempotency_key))).toMatchObject({ input: SECRET_INPUT, metadata: { diary: 'private entry' } })
 
     expect(await t.app.pool.runOnce()).toBe(1)
     expect(fake.calls.at(-1)?.body.messages).toEqual([{ role: 'user', content: SECRET_INPUT }])

@@ -57,7 +57,7 @@ describe('a worker cut off from the database', () => {
     const clock = manualClock(Date.now())
     const pool = new TestPool({
       handle: viaProxy, clock, logger: pino({ level: 'silent' }),
-      execute: createProviderExecutor({ registry, clock, resultMaxBytes: 262_144, encryptionKey: undefined, defaultModel: 'echo' }),
+      execute: createProviderExecutor({ registry, clock, resultMaxBytes: 262_144, encryptionKeys: undefined, defaultModel: 'echo' }),
       concurrency: 1, leaseMs: LEASE_MS, maxAttempts: 3, pollMs: 100, reapEveryMs: 600_000,
     })
     const job = await seedJob(direct, clock.now(), { model: 'gpt-test', request_json: JSON.stringify({ model: 'gpt-test', input: `cut off ${mode}`, params: {} }) })

@@ -105,7 +105,7 @@ describe('a grace period longer than the lease', () => {
     const clock = manualClock(Date.now())
     const pool = new TestPool({
       handle, clock, logger: pino({ level: 'silent' }),
-      execute: createProviderExecutor({ registry, clock, resultMaxBytes: 262_144, encryptionKey: undefined, defaultModel: 'echo' }),
+      execute: createProviderExecutor({ registry, clock, resultMaxBytes: 262_144, encryptionKeys: undefined, defaultModel: 'echo' }),
       concurrency: 2, leaseMs: LEASE_MS, maxAttempts: 3, pollMs: 50, reapEveryMs: 100,
     })
     const job = await seedJob(handle, clock.now(), { model: 'gpt-test', request_json: JSON.stringify({ model: 'gpt-test', input: 'hold until released', params: {} }) })
@@ -159,7 +159,7 @@ describe('a claim in flight when the shutdown begins', () => {
   it('waits for it and runs what it took, instead of returning while those jobs start behind its back', async () => {
     const pool = new TestPool({
       handle: viaProxy, clock: systemClock, logger: pino({ level: 'silent' }),
-      execute: createProviderExecutor({ registry, clock: systemClock, resultMaxBytes: 262_144, encryptionKey: undefined, defaultModel: 'echo' }),
+      execute: createProviderExecutor({ registry, clock: systemClock, resultMaxBytes: 262_144, encryptionKeys: undefined, defaultModel: 'echo' }),
       concurrency: 2, leaseMs: 30_000, maxAttempts: 3, pollMs: 600_000, reapEveryMs: 600_000,
     })
     const job = await seedJob(direct, Date.now(), { model: 'gpt-test', request_json: JSON.stringify({ model: 'gpt-test', input: 'short but claimed late', params: {} }) })

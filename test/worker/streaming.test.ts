@@ -59,7 +59,7 @@ describe.each(DIALECTS)('streaming jobs through the pool (%s)', (dialect) => {
       },
     })
     const executor = createProviderExecutor({
-      registry: t.app.providers, clock, resultMaxBytes: t.config.resultMaxBytes, encryptionKey: undefined, defaultModel: t.config.defaultModel,
+      registry: t.app.providers, clock, resultMaxBytes: t.config.resultMaxBytes, encryptionKeys: undefined, defaultModel: t.config.defaultModel,
       onDelta: (jobId, index, text) => events.get(jobId)?.push({ kind: 'delta', index, text }),
       onReset: (jobId) => events.get(jobId)?.push({ kind: 'reset' }),
     })
