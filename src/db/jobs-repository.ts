@@ -577,6 +577,21 @@ export async function replaceRequestJson(db: Db, dialect: DatabaseHandle['dialec
   return Number(r.numUpdatedRows) === 1
 }
 
+/**
+ * The queue as /metrics reports it: jobs pending and running (counted on the `status_created`
+ * index, so only the queue's own rows are read, never the finished history), and the oldest
+ * pending job's created_at (the first entry of that index).
+ */
+export async function queueDepth(db: Db): Promise<{ pending: number; running: number; oldestPendingAt: DbTime | null }> {
+  const count = async (status: JobStatus) => Number((await db.selectFrom('ai_jobs').select(sql<number>`COUNT(*)`.as('n')).where('status', '=', status).executeTakeFirst())?.n ?? 0)
+  const [pending, running, oldest] = await Promise.all([
+    count('pending'),
+    count('running'),
+    db.selectFrom('ai_jobs').select('created_at').where('status', '=', 'pending').orderBy('created_at').limit(1).executeTakeFirst(),
+  ])
+  return { pending, running, oldestPendingAt: oldest?.created_at ?? null }
+}
+
 /** For /readyz. */
 export async function pingDatabase(db: Db): Promise<void> {
   await sql`SELECT 1`.execute(db)

@@ -51,6 +51,14 @@ export interface DecisionWriterOptions {
 }
 
 /**
+ * What every log line about a job carries: its id, and the request id of the POST that created it,
+ * so a job's lines join the request's.
+ */
+export function jobLog(row: Pick<JobRow, 'id' | 'request_id'>): { job_id: number; request_id: string } {
+  return { job_id: Number(row.id), request_id: row.request_id }
+}
+
+/**
  * What an attempt's calls cost, in tokens (SPEC §8): each call's reported input and output, or,
  * for a call that answered without usage, the job's reservation (never 0).
  */
@@ -122,7 +130,7 @@ export class DecisionWriter {
       }
       case 'release':
         // Not an attempt: an open breaker, a failed dispatch or shutdown. The reason is worth a line.
-        log.info({ jobId: row.id, reason: decision.reason, runAfter: new Date(decision.runAfterMs).toISOString() }, 'job put back without spending an attempt')
+        log.info({ ...jobLog(row), reason: decision.reason, runAfter: new Date(decision.runAfterMs).toISOString() }, 'job put back without spending an attempt')
         written = await requeueJob(db.db, row.id, leaseOwner, {
           runAfterMs: decision.runAfterMs, errorText: row.error_text, refundAttempt: true, refundDispatch: this.options.dispatch === true, billedTokens,
         }, now)
@@ -131,7 +139,7 @@ export class DecisionWriter {
         written = await markDispatched(db.db, row.id, leaseOwner, now, decision.waitMs)
         break
       case 'drop': {
-        log.info({ jobId: row.id, reason: decision.reason }, 'job result dropped')
+        log.info({ ...jobLog(row), reason: decision.reason }, 'job result dropped')
         // Canceled (or taken over) mid-call: what the calls cost is still the job's.
         const late = await chargeAttempt(db, row.id, billedTokens, usage?.unmetered ?? 0, this.options.budgets !== undefined)
         if (late) await this.options.budgets?.settled([late])
@@ -142,10 +150,10 @@ export class DecisionWriter {
       this.options.onWritten?.(row.id, decision.kind)
     } else if (decision.kind === 'dispatched') {
       // The worker's webhook arrived before its own 2xx: the job is already final.
-      log.info({ jobId: row.id }, 'job finished by its webhook before the dispatch was recorded')
+      log.info(jobLog(row), 'job finished by its webhook before the dispatch was recorded')
     } else {
       // Zero rows: the lease moved on (expired and re-claimed, or the job was canceled).
-      log.warn({ jobId: row.id, decision: decision.kind }, 'job no longer held by this worker; result dropped')
+      log.warn({ ...jobLog(row), decision: decision.kind }, 'job no longer held by this worker; result dropped')
     }
   }
 

@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import { loadSigningKey, type DispatchSigningKey } from '../dispatch/jwt.js'
-import { DecisionWriter } from '../jobs/apply-decision.js'
+import { DecisionWriter, jobLog } from '../jobs/apply-decision.js'
 import { createDispatchExecutor } from '../worker/dispatch-executor.js'
 import { newWorkerId, WorkerPool } from '../worker/pool.js'
 import { createProviderExecutor } from '../worker/provider-executor.js'
@@ -55,7 +55,11 @@ export const poolPlugin = fp<PoolPluginOptions>(async (app, options) => {
     })
     : createProviderExecutor({
       registry: app.providers, clock, resultMaxBytes: config.resultMaxBytes, encryptionKeys: config.encryptionKeys, defaultModel: config.defaultModel,
-      onProviderCall: (provider, outcome, ms) => metrics.providerDuration.observe({ provider, outcome }, ms / 1000),
+      onProviderCall: ({ row, provider, model, outcome, ms }) => {
+        metrics.providerDuration.observe({ provider, outcome }, ms / 1000)
+        // The line carries the request id of the POST that created the job.
+        log.info({ ...jobLog(row), provider, model, outcome, provider_ms: ms }, 'provider call')
+      },
       // Every call streams; its text reaches every replica's streams of the job (SPEC §9).
       onDelta: (jobId, index, text) => jobEvents.delta(jobId, index, text),
       onReset: (jobId) => jobEvents.reset(jobId),

@@ -12,6 +12,8 @@ export interface HeldJob {
   leaseUntil: number
   /** Set once the job was told to stop; such a job is no longer renewed. */
   reason: AbortReason | undefined
+  /** The request id of the POST that created the job, for its log lines. */
+  requestId: string
 }
 
 export interface LeaseKeeperOptions {
@@ -62,7 +64,7 @@ export class LeaseKeeper {
     const margin = Math.min(this.heartbeatMs * 1.5, leaseMs / 2)
     for (const [id, job] of this.options.held()) {
       if (job.reason === undefined && job.leaseUntil - now <= margin) {
-        log.warn({ jobId: id, leaseLeftMs: job.leaseUntil - now }, 'lease could not be renewed in time; stopping the job here')
+        log.warn({ job_id: id, request_id: job.requestId, leaseLeftMs: job.leaseUntil - now }, 'lease could not be renewed in time; stopping the job here')
         this.options.abort(id, 'lease_lost')
       }
     }

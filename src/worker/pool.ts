@@ -203,7 +203,7 @@ export class WorkerPool {
   private launch(row: JobRow): Running {
     const controller = new AbortController()
     const leaseUntil = row.lease_expires_at ? fromDbTime(row.lease_expires_at) : this.options.clock.now() + this.options.leaseMs
-    const entry: Running = { row, controller, reason: undefined, done: Promise.resolve(), leaseUntil }
+    const entry: Running = { row, controller, reason: undefined, done: Promise.resolve(), leaseUntil, requestId: row.request_id }
     this.running.set(row.id, entry)
     entry.done = this.execute(entry).finally(() => {
       this.running.delete(row.id)
@@ -235,7 +235,7 @@ export class WorkerPool {
       } catch (err) {
         if (tryIndex + 1 >= WRITE_TRIES) {
           // Still failing: the lease will expire and the reaper returns the job to the queue.
-          this.report(`write job ${row.id}`, err)
+          this.report(`write job ${row.id}`, err, { job_id: row.id, request_id: row.request_id })
           return
         }
         await new Promise((resolve) => setTimeout(resolve, 100 * 2 ** tryIndex))
@@ -243,9 +243,9 @@ export class WorkerPool {
     }
   }
 
-  private report(where: string, err: unknown): void {
+  private report(where: string, err: unknown, job?: { job_id: number; request_id: string }): void {
     const e = toError(err)
     this.options.onError?.(where, e)
-    this.options.log.warn({ err: e, where }, 'worker pool error')
+    this.options.log.warn({ err: e, where, ...job }, 'worker pool error')
   }
 }

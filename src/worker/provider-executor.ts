@@ -19,7 +19,8 @@ export interface ProviderExecutorOptions {
   /** AI_DEFAULT_MODEL, for rows that name no model. */
   defaultModel: string
   encryptionKeys: Keyring | undefined
-  onProviderCall?: (provider: string, outcome: string, ms: number) => void
+  /** Every provider call of a job (the answering one, or the one whose failure ends the attempt). */
+  onProviderCall?: (call: { row: JobRow; provider: string; model: string; outcome: 'ok' | 'retryable' | 'terminal'; ms: number }) => void
   /**
    * When given, every provider call streams and each piece of text is handed here as it arrives
    * (SPEC §9 `event: delta`). `index` counts from 0, and from 0 again after each `onReset`.
@@ -87,7 +88,7 @@ export function createProviderExecutor(options: ProviderExecutorOptions): JobExe
     }, {
       clock, signal, usage: calls, ...(deltas ? { deltas } : {}),
       onFallback: (from, _to, error) => {
-        if (error instanceof ProviderError) options.onProviderCall?.(from.provider.name, 'retryable', Math.max(0, clock.now() - started))
+        if (error instanceof ProviderError) options.onProviderCall?.({ row, provider: from.provider.name, model: from.model, outcome: 'retryable', ms: Math.max(0, clock.now() - started) })
       },
     })
     const usage = attemptUsage(calls)
@@ -96,7 +97,7 @@ export function createProviderExecutor(options: ProviderExecutorOptions): JobExe
 
     if (chain.ok) {
       const { call } = chain
-      options.onProviderCall?.(providerName, 'ok', call.providerMs)
+      options.onProviderCall?.({ row, provider: providerName, model: answeredBy, outcome: 'ok', ms: call.providerMs })
       const tokens = call.result.usageReported ? call.result.usage : null
       const resultJson = JSON.stringify({
         output: call.result.output,
@@ -144,7 +145,7 @@ export function createProviderExecutor(options: ProviderExecutorOptions): JobExe
     }
     const latency = Math.max(0, clock.now() - started)
     if (err instanceof ProviderError) {
-      options.onProviderCall?.(providerName, err.retryable ? 'retryable' : 'terminal', latency)
+      options.onProviderCall?.({ row, provider: providerName, model: answeredBy, outcome: err.retryable ? 'retryable' : 'terminal', ms: latency })
       if (!err.retryable) {
         return {
           kind: 'finish',
