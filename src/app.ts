@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import swagger from '@fastify/swagger'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
-import Fastify, { type FastifyInstance, type FastifyReply, type RouteOptions } from 'fastify'
+import Fastify, { LogController, type FastifyInstance, type FastifyReply, type RouteOptions } from 'fastify'
 import type { Logger } from 'pino'
 import type { WordPressAuthenticator } from './auth/authenticate.js'
 import type { Clock } from './clock.js'
@@ -101,7 +101,7 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
     trustProxy: config.trustProxy.length > 0 ? config.trustProxy : false,
     requestIdHeader: false,
     // Every line of a request carries `request_id`, the X-Request-Id the client sees.
-    requestIdLogLabel: 'request_id',
+    logController: new LogController({ requestIdLogLabel: 'request_id' }),
     genReqId: (req) => {
       const given = req.headers['x-request-id']
       return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()

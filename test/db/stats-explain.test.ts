@@ -57,11 +57,14 @@ describe.each(['mysql', 'sqlite'] as Dialect[])('the stats queries on a seeded t
     return (await handle.db.executeQuery<Record<string, unknown>>(CompiledQuery.raw(`${explain} ${compiled.sql}`, [...compiled.parameters]))).rows
   }
 
-  it('counts a week by day and status from a range of status_created, not a scan of the table', async () => {
+  it('counts a week by day and status from a range of an index on created_at, not a scan of the table', async () => {
     const steps = await plan(jobsByDayQuery(handle, NOW - 7 * DAY, NOW))
     if (dialect === 'mysql') {
       expect(steps).toHaveLength(1)
-      expect(steps[0]).toMatchObject({ key: 'status_created', type: 'range' })
+      // Either index reads only the week's rows: `created (created_at, id)` as one range, or
+      // `status_created` as one range per status.
+      expect(steps[0]).toMatchObject({ type: 'range' })
+      expect(['created', 'status_created']).toContain(steps[0]!.key)
       // About one week's rows of 200 days'.
       expect(Number(steps[0]!.rows)).toBeLessThan(ROWS / 10)
     } else {

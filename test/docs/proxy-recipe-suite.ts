@@ -365,8 +365,8 @@ export function describeProxyRecipe(recipe: ProxyRecipe): void {
     it('the gateway resolves the client address from what the proxy forwards (TRUST_PROXY=127.0.0.1)', async () => {
       const answer = await send(site.port, '/wp-json/ai/v1/jobs', { headers: { 'X-Request-Id': 'proxy-recipe-client-address' } })
       expect(servedBy(answer)).toBe('gateway')
-      const line = site.logLines.map((l) => JSON.parse(l) as { reqId?: string; req?: { remoteAddress?: string } })
-        .find((l) => l.reqId === 'proxy-recipe-client-address' && l.req)
+      const line = site.logLines.map((l) => JSON.parse(l) as { request_id?: string; req?: { remoteAddress?: string } })
+        .find((l) => l.request_id === 'proxy-recipe-client-address' && l.req)
       expect(line?.req?.remoteAddress).toBe(CLIENT)
     })
 
