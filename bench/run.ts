@@ -19,7 +19,7 @@
  */
 import { randomBytes } from 'node:crypto'
 import { spawn } from 'node:child_process'
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -605,11 +605,26 @@ async function main(): Promise<void> {
     out()
     const report = `${lines.join('\n')}\n${NOTES}`
     process.stdout.write(report)
-    writeFileSync(join(ROOT, 'BENCHMARKS.md'), report)
+    writeFileSync(join(ROOT, 'BENCHMARKS.md'), report + keptHistory(join(ROOT, 'BENCHMARKS.md')))
     succeeded = true
   } finally {
     await cleanup(db, succeeded)
   }
+}
+
+/**
+ * The hand-kept part of BENCHMARKS.md, from its \`## History\` heading on: earlier runs' figures
+ * that each change is compared with. A new run rewrites everything above it and keeps it.
+ */
+function keptHistory(path: string): string {
+  let text: string
+  try {
+    text = readFileSync(path, 'utf8')
+  } catch {
+    return ''
+  }
+  const at = text.indexOf('\n## History\n')
+  return at < 0 ? '' : text.slice(at)
 }
 
 const NOTES = `
