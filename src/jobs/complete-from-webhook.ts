@@ -52,7 +52,7 @@ const UINT32_MAX = 4_294_967_295
  * terminal state unless the delivery is a replay, the job is terminal already, or the delivery
  * is for an older dispatch (all acknowledged and ignored). Resolves to true when the job changed.
  */
-export async function completeFromWebhook(services: Pick<JobServices, 'db' | 'store' | 'clock' | 'config' | 'jobEvents' | 'budgets' | 'metrics'>, replayKey: string, body: WebhookBody): Promise<boolean> {
+export async function completeFromWebhook(services: Pick<JobServices, 'db' | 'store' | 'clock' | 'config' | 'jobEvents' | 'budgets' | 'metrics' | 'results'>, replayKey: string, body: WebhookBody): Promise<boolean> {
   checkBody(body)
   const { db, store, clock, config } = services
   const row = await findJob(db.db, body.job_id)
@@ -78,19 +78,31 @@ export async function completeFromWebhook(services: Pick<JobServices, 'db' | 'st
   // job's reservation, as any call answered without usage (SPEC §8).
   const reported = body.usage?.tokens
   if (reported === undefined) services.metrics.unmeteredCalls.inc()
-  const { outcome, settled } = await completeFromWebhookRow(db.db, {
-    jobId: row.id,
-    attempt: body.attempt,
-    receiptKey: createHash('sha256').update(replayKey).digest('hex'),
-    outcome: {
-      status, resultJson, errorText,
-      providerMs: body.usage?.ms ?? null,
-      outputTokens: body.usage?.tokens ?? null,
-      workerMs: workerMsOf(row, now),
-    },
-    nowMs: now,
-    ...(services.budgets ? { settle: { dialect: db.dialect, tokens: (reserved: number) => reported ?? reserved, unmetered: reported === undefined } } : {}),
-  })
+  // A large result is durable in the store before the transaction that names it; a transaction
+  // that then changes nothing (or fails) leaves no file behind.
+  const placed = await services.results.place(row, resultJson)
+  let completed: Awaited<ReturnType<typeof completeFromWebhookRow>>
+  try {
+    completed = await completeFromWebhookRow(db.db, {
+      jobId: row.id,
+      attempt: body.attempt,
+      receiptKey: createHash('sha256').update(replayKey).digest('hex'),
+      outcome: {
+        status, ...placed, errorText,
+        providerMs: body.usage?.ms ?? null,
+        outputTokens: body.usage?.tokens ?? null,
+        workerMs: workerMsOf(row, now),
+      },
+      nowMs: now,
+      ...(services.budgets ? { settle: { dialect: db.dialect, tokens: (reserved: number) => reported ?? reserved, unmetered: reported === undefined } } : {}),
+    })
+  } catch (err) {
+    await services.results.discardUnlessNamed(placed.resultRef, async () => (await findJob(db.db, row.id))?.result_ref, { job_id: row.id })
+    throw err
+  }
+  const { outcome, settled } = completed
+  if (outcome !== 'changed') await services.results.discard(placed.resultRef, `webhook ${outcome}`, { job_id: row.id })
+  else if (row.result_ref && row.result_ref !== placed.resultRef) await services.results.discard(row.result_ref, 'replaced', { job_id: row.id })
   if (settled) await services.budgets?.settled([settled])
   // Recorded only after the commit, so a delivery that failed half-way can be sent again.
   await store.set(guardKey, String(row.id), REPLAY_TTL_MS)

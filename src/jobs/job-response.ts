@@ -14,7 +14,8 @@ export interface JobResponse {
   request_id: string
 }
 
-function parseResult(text: string | null): unknown {
+/** `result_json` as the API shows it. */
+export function parseResult(text: string | null): unknown {
   if (text === null) return null
   try {
     return JSON.parse(text)
