@@ -23,6 +23,7 @@ import { storePlugin } from './plugins/store.js'
 import { adminPageRoutes } from './routes/admin-page.js'
 import { adminRoutes } from './routes/admin.js'
 import { eventRoutes } from './routes/events.js'
+import { jobResultRoutes } from './routes/job-result.js'
 import { jobRoutes } from './routes/jobs.js'
 import { opsRoutes } from './routes/ops.js'
 import { usageRoutes } from './routes/usage.js'
@@ -168,6 +169,7 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
     await app.register(opsRoutes)
     await app.register(async (api) => {
       await api.register(jobRoutes)
+      await api.register(jobResultRoutes)
       await api.register(eventRoutes)
       await api.register(webhookRoutes)
       await api.register(adminRoutes)

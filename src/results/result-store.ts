@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto'
-import { createReadStream } from 'node:fs'
 import { mkdir, open, readFile, rename, rm, stat, unlink } from 'node:fs/promises'
 import { dirname, join, resolve } from 'node:path'
 import type { Readable } from 'node:stream'
@@ -118,7 +117,8 @@ export class DirectoryResultStore implements ResultStore {
     }
     try {
       const { size } = await file.stat()
-      return { size, body: createReadStream('', { fd: file.fd, autoClose: true }) }
+      // The stream owns the handle from here and closes it when it ends or is destroyed.
+      return { size, body: file.createReadStream({ autoClose: true }) }
     } catch (err) {
       await file.close().catch(() => {})
       throw err
