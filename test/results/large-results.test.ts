@@ -193,6 +193,34 @@ describe.each(DIALECTS)('large results (%s)', (dialect) => {
     }
   })
 
+  it('the SSE status event carries the same job JSON, result_url included', async () => {
+    const { id, headers } = await finishedEcho(text(75_000))
+    const job = (await app.inject({ method: 'GET', url: `${BASE}/jobs/${id}`, headers })).json()
+    // A finished job: one status event, then the stream ends.
+    const res = await app.inject({ method: 'GET', url: `${BASE}/jobs/${id}/events`, headers })
+    const data = res.body.split('\n').find((l) => l.startsWith('data: '))
+    expect(JSON.parse(data!.slice(6))).toEqual(job)
+    expect(job.result_url).toMatch(/\/result\?exp=\d+&sig=/)
+  })
+
+  it('keeps a large result inline when the store refuses it, rather than losing it', async () => {
+    const put = app.results.store.put
+    app.results.store.put = async () => { throw new Error('volume full') }
+    try {
+      const input = text(70_000)
+      const { id, headers } = await finishedEcho(input)
+      const stored = await row(id)
+      expect(stored.result_ref).toBeNull()
+      expect(JSON.parse(stored.result_json!).output).toBe(input)
+      const job = (await app.inject({ method: 'GET', url: `${BASE}/jobs/${id}`, headers })).json()
+      expect(job.result.output).toBe(input)
+      expect(job).not.toHaveProperty('result_url')
+      expect(filesOf(id)).toEqual([])
+    } finally {
+      app.results.store.put = put
+    }
+  })
+
   it('still fails a result above RESULT_MAX_BYTES, and stores nothing for it', async () => {
     const { id, headers } = await finishedEcho(text(RESULT_MAX + 10_000))
     const stored = await row(id)
