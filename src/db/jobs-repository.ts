@@ -548,6 +548,22 @@ export async function retryJob(db: Db, id: number, nowMs: number, reserve = 0): 
   return Number(r.numUpdatedRows) === 1
 }
 
+/**
+ * The stored results (`result_ref`) of these rows, or of every row of `userId`: what archive and
+ * erase read before they delete the rows, to delete the objects once the rows are gone (a row
+ * never names a deleted object; an object left behind by a crash in between names no row).
+ */
+export async function findResultRefs(db: Db, which: { ids: readonly number[] } | { userId: number }): Promise<string[]> {
+  let q = db.selectFrom('ai_jobs').select('result_ref').where('result_ref', 'is not', null)
+  if ('ids' in which) {
+    if (which.ids.length === 0) return []
+    q = q.where('id', 'in', which.ids)
+  } else {
+    q = q.where('user_id', '=', which.userId)
+  }
+  return (await q.execute()).map((r) => r.result_ref!)
+}
+
 /** Enough of `request_json` to read which key sealed it: `aes256gcm:` + a key id of up to 32 + `:`. */
 export const REQUEST_HEAD_CHARS = 48
 

@@ -12,13 +12,13 @@ import type { FastifyInstance } from 'fastify'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildApp } from '../../src/app.js'
 import { manualClock } from '../../src/clock.js'
-import { claimJobs, findJob, type JobRow } from '../../src/db/jobs-repository.js'
+import { claimJobs, findJob, findResultRefs, type JobRow } from '../../src/db/jobs-repository.js'
 import { DecisionWriter } from '../../src/jobs/apply-decision.js'
 import { retryJob } from '../../src/jobs/retry-job.js'
 import { createLogger } from '../../src/logger.js'
 import { loadResult } from '../../src/results/large-results.js'
 import { resultLinkExp } from '../../src/results/result-link.js'
-import { DirectoryResultStore } from '../../src/results/result-store.js'
+import { deleteStoredResults, DirectoryResultStore } from '../../src/results/result-store.js'
 import { signStandardWebhook } from '../../src/webhook/verify-signature.js'
 import { bearer, DIALECTS, freshDatabase, testConfig } from '../helpers.js'
 import { RUN } from '../support/run-tag.js'
@@ -297,6 +297,19 @@ describe.each(DIALECTS)('large results (%s)', (dialect) => {
     const second = (await row(id)).result_ref!
     expect(second).not.toBe(first)
     expect(filesOf(id)).toEqual([second])
+  })
+
+  it('names the stored results of a user or of rows, for archive and erase to delete', async () => {
+    const small = await finishedEcho('inline only')
+    const big = await finishedEcho(text(70_000))
+    const ref = (await row(big.id)).result_ref!
+    expect(await findResultRefs(app.db.db, { userId: Number(big.sub) })).toEqual([ref])
+    expect(await findResultRefs(app.db.db, { userId: Number(small.sub) })).toEqual([])
+    expect(await findResultRefs(app.db.db, { ids: [small.id, big.id] })).toEqual([ref])
+    expect(await findResultRefs(app.db.db, { ids: [] })).toEqual([])
+    await app.db.db.deleteFrom('ai_jobs').where('id', '=', big.id).execute()
+    await deleteStoredResults(app.results.store, [ref])
+    expect(filesOf(big.id)).toEqual([])
   })
 
   it('redacts sig in the log line of a result fetch', async () => {
