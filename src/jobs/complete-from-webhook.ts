@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto'
 import { completeFromWebhook as completeFromWebhookRow, findJob, type JobRow } from '../db/jobs-repository.js'
+import { TERMINAL_STATUSES } from '../db/schema.js'
 import { fromDbTime } from '../db/time.js'
 import { ApiError } from '../errors.js'
 import type { WebhookBody } from '../schemas/webhook.js'
@@ -80,7 +81,8 @@ export async function completeFromWebhook(services: Pick<JobServices, 'db' | 'st
   if (reported === undefined) services.metrics.unmeteredCalls.inc()
   // A large result is durable in the store before the transaction that names it; a transaction
   // that then changes nothing (or fails) leaves no file behind.
-  const placed = await services.results.place(row, resultJson)
+  // A job already terminal stays as it is: nothing to store for it.
+  const placed = TERMINAL_STATUSES.includes(row.status) ? { resultJson, resultRef: null } : await services.results.place(row, resultJson)
   let completed: Awaited<ReturnType<typeof completeFromWebhookRow>>
   try {
     completed = await completeFromWebhookRow(db.db, {
@@ -101,8 +103,9 @@ export async function completeFromWebhook(services: Pick<JobServices, 'db' | 'st
     throw err
   }
   const { outcome, settled } = completed
+  // Nothing changed: no row names the new file. Changed over an older stored result: that one is named no more.
   if (outcome !== 'changed') await services.results.discard(placed.resultRef, `webhook ${outcome}`, { job_id: row.id })
-  else if (row.result_ref && row.result_ref !== placed.resultRef) await services.results.discard(row.result_ref, 'replaced', { job_id: row.id })
+  if (outcome === 'changed' && row.result_ref && row.result_ref !== placed.resultRef) await services.results.discard(row.result_ref, 'replaced', { job_id: row.id })
   if (settled) await services.budgets?.settled([settled])
   // Recorded only after the commit, so a delivery that failed half-way can be sent again.
   await store.set(guardKey, String(row.id), REPLAY_TTL_MS)

@@ -261,6 +261,20 @@ describe.each(DIALECTS)('large results (%s)', (dialect) => {
     expect(filesOf(id)).toEqual([stored.result_ref])
   })
 
+  it('leaves no file for a webhook of an older dispatch, which changes nothing', async () => {
+    const headers = await owner()
+    const id = (await app.inject({ method: 'POST', url: `${BASE}/jobs`, headers, payload: { input: 'dispatched twice' } })).json().job_id as number
+    await app.db.db.updateTable('ai_jobs').set({ status: 'running', attempts: 2, dispatch_attempt: 2, lease_owner: 'external', lease_expires_at: '2999-01-01 00:00:00.000' }).where('id', '=', id).execute()
+    const job = await row(id)
+    const payload = JSON.stringify({ job_id: id, idempotency_key: job.idempotency_key, status: 'succeeded', result_json: { output: text(90_000) }, attempt: 1 })
+    const signed = signStandardWebhook({ secret: WHSEC, id: `msg_${randomUUID()}`, timestampSeconds: Math.floor(clock.now() / 1000), body: payload })
+    expect((await app.inject({ method: 'POST', url: `${BASE}/webhook`, payload, headers: { 'content-type': 'application/json', ...signed } })).statusCode).toBe(204)
+    const after = await row(id)
+    expect(after.status).toBe('running')
+    expect(after.result_ref).toBeNull()
+    expect(filesOf(id)).toEqual([])
+  })
+
   it('deletes the file when the fenced write loses (the job was canceled meanwhile)', async () => {
     const headers = await owner()
     const id = (await app.inject({ method: 'POST', url: `${BASE}/jobs`, headers, payload: { input: 'canceled mid-call' } })).json().job_id as number
