@@ -18,10 +18,12 @@ import { httpPlugin } from './plugins/http.js'
 import { metricsPlugin } from './plugins/metrics.js'
 import { poolPlugin } from './plugins/pool.js'
 import { providersPlugin } from './plugins/providers.js'
+import { resultsPlugin } from './plugins/results.js'
 import { storePlugin } from './plugins/store.js'
 import { adminPageRoutes } from './routes/admin-page.js'
 import { adminRoutes } from './routes/admin.js'
 import { eventRoutes } from './routes/events.js'
+import { jobResultRoutes } from './routes/job-result.js'
 import { jobRoutes } from './routes/jobs.js'
 import { opsRoutes } from './routes/ops.js'
 import { usageRoutes } from './routes/usage.js'
@@ -29,6 +31,7 @@ import { webhookRoutes } from './routes/webhook.js'
 import { wellKnownRoutes } from './routes/well-known.js'
 import { WpError } from './schemas/common.js'
 import { Job } from './schemas/job.js'
+import type { ResultStore } from './results/result-store.js'
 import type { Store } from './store/types.js'
 
 export interface AppDeps {
@@ -38,6 +41,8 @@ export interface AppDeps {
   /** An open database; otherwise the app opens (and closes) its own from config. */
   handle?: DatabaseHandle
   store?: Store
+  /** Where large results are stored (SPEC §12); otherwise files under RESULT_STORE_DIR. */
+  resultStore?: ResultStore
   /** Start the worker pool (default true when WORKER_CONCURRENCY > 0). Tests drive `runOnce()` instead. */
   startWorkers?: boolean
   /** Run migrations at start (default true). */
@@ -127,6 +132,7 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
     await app.register(dbPlugin, { handle: deps.handle, migrate: deps.migrate, serverVariables: deps.serverVariables })
     await app.register(storePlugin, { store: deps.store })
     await app.register(budgetsPlugin)
+    await app.register(resultsPlugin, { store: deps.resultStore })
     await app.register(providersPlugin)
     await app.register(eventsPlugin)
     await app.register(poolPlugin, { start: deps.startWorkers, pollMs: deps.poolOptions?.pollMs, reapEveryMs: deps.poolOptions?.reapEveryMs })
@@ -163,6 +169,7 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
     await app.register(opsRoutes)
     await app.register(async (api) => {
       await api.register(jobRoutes)
+      await api.register(jobResultRoutes)
       await api.register(eventRoutes)
       await api.register(webhookRoutes)
       await api.register(adminRoutes)

@@ -61,6 +61,10 @@ export interface Config {
   dedupeWindowSeconds: number
   requestMaxBytes: number
   resultMaxBytes: number
+  /** RESULT_INLINE_MAX_BYTES: larger results are stored outside the table (SPEC §12); at most resultMaxBytes. */
+  resultInlineMaxBytes: number
+  /** RESULT_STORE_DIR: where results over resultInlineMaxBytes are kept, shared by every replica. */
+  resultStoreDir: string
   /** AI_ENCRYPTION_KEY: the key new rows are sealed with and every key older rows may name. */
   encryptionKeys: Keyring | undefined
   trustProxy: string[]
@@ -313,6 +317,13 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     return v
   }
 
+  const resultMaxBytes = intIn(source, 'RESULT_MAX_BYTES', 262_144, 1024, 1024 * 1024 * 1024)
+  const resultInlineMaxBytes = intIn(source, 'RESULT_INLINE_MAX_BYTES', Math.min(65_536, resultMaxBytes), 1024, 1024 * 1024 * 1024)
+  if (resultInlineMaxBytes > resultMaxBytes) {
+    throw new ConfigError('RESULT_INLINE_MAX_BYTES', `must be at most RESULT_MAX_BYTES (${resultMaxBytes}), got ${resultInlineMaxBytes}`)
+  }
+  const resultStoreDir = source.RESULT_STORE_DIR || './data/results'
+
   const config: Config = {
     port,
     host,
@@ -350,7 +361,9 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     rateLimitWindowSeconds: intIn(source, 'RATE_LIMIT_WINDOW_SECONDS', 600, 1, 86_400 * 30),
     dedupeWindowSeconds: intIn(source, 'DEDUPE_WINDOW_SECONDS', 60, 0, 86_400),
     requestMaxBytes: intIn(source, 'REQUEST_MAX_BYTES', 65_536, 1024, 64 * 1024 * 1024),
-    resultMaxBytes: intIn(source, 'RESULT_MAX_BYTES', 262_144, 1024, 1024 * 1024 * 1024),
+    resultMaxBytes,
+    resultInlineMaxBytes,
+    resultStoreDir,
     encryptionKeys,
     trustProxy: cidrList(source, 'TRUST_PROXY'),
     webhookAllowedIps: cidrList(source, 'WEBHOOK_ALLOWED_IPS'),

@@ -218,6 +218,8 @@ export async function renewLeases(db: Db, ids: number[], leaseOwner: string, now
 export interface Outcome {
   status: 'succeeded' | 'failed'
   resultJson: string | null
+  /** The key of a result stored outside the table (then `resultJson` is null); none by default. */
+  resultRef?: string | null
   errorText: string | null
   providerMs: number | null
   workerMs: number | null
@@ -235,6 +237,7 @@ export async function finishJob(db: Db, id: number, leaseOwner: string, outcome:
   const r = await db.updateTable('ai_jobs').set({
     status: outcome.status,
     result_json: outcome.resultJson,
+    result_ref: outcome.resultRef ?? null,
     error_text: outcome.errorText,
     provider_ms: outcome.providerMs,
     worker_ms: outcome.workerMs,
@@ -325,12 +328,13 @@ async function finishChunk(handle: DatabaseHandle, leaseOwner: string, items: re
 
 /** The fenced UPDATE of finishJobs, each row's values picked by `CASE id`. */
 function finishManyQuery(db: Db, leaseOwner: string, items: readonly FinishItem[], nowMs: number) {
-  const perRow = <T>(column: 'status' | 'result_json' | 'error_text' | 'provider_ms' | 'worker_ms' | 'input_tokens' | 'output_tokens', value: (o: Outcome) => unknown) =>
+  const perRow = <T>(column: 'status' | 'result_json' | 'result_ref' | 'error_text' | 'provider_ms' | 'worker_ms' | 'input_tokens' | 'output_tokens', value: (o: Outcome) => unknown) =>
     // No row falls to ELSE (the WHERE lists the same ids); it keeps the column as it is regardless.
     sql<T>`CASE id ${sql.join(items.map((i) => sql`WHEN ${i.id} THEN ${value(i.outcome)}`), sql` `)} ELSE ${sql.ref(column)} END`
   return db.updateTable('ai_jobs').set({
     status: perRow<JobStatus>('status', (o) => o.status),
     result_json: perRow<string | null>('result_json', (o) => o.resultJson),
+    result_ref: perRow<string | null>('result_ref', (o) => o.resultRef ?? null),
     error_text: perRow<string | null>('error_text', (o) => o.errorText),
     provider_ms: perRow<number | null>('provider_ms', (o) => o.providerMs),
     worker_ms: perRow<number | null>('worker_ms', (o) => o.workerMs),
@@ -532,6 +536,8 @@ export async function retryJob(db: Db, id: number, nowMs: number, reserve = 0): 
     reserved_tokens: reserve,
     run_after: now,
     result_json: null,
+    // A stored result goes with it; the caller deletes its object once this is committed.
+    result_ref: null,
     error_text: null,
     webhook_ts: null,
     lease_owner: null,
@@ -540,6 +546,22 @@ export async function retryJob(db: Db, id: number, nowMs: number, reserve = 0): 
     version: bump,
   }).where('id', '=', id).where('status', 'in', ['succeeded', 'failed', 'canceled']).executeTakeFirst()
   return Number(r.numUpdatedRows) === 1
+}
+
+/**
+ * The stored results (`result_ref`) of these rows, or of every row of `userId`: what archive and
+ * erase read before they delete the rows, to delete the objects once the rows are gone (a row
+ * never names a deleted object; an object left behind by a crash in between names no row).
+ */
+export async function findResultRefs(db: Db, which: { ids: readonly number[] } | { userId: number }): Promise<string[]> {
+  let q = db.selectFrom('ai_jobs').select('result_ref').where('result_ref', 'is not', null)
+  if ('ids' in which) {
+    if (which.ids.length === 0) return []
+    q = q.where('id', 'in', which.ids)
+  } else {
+    q = q.where('user_id', '=', which.userId)
+  }
+  return (await q.execute()).map((r) => r.result_ref!)
 }
 
 /** Enough of `request_json` to read which key sealed it: `aes256gcm:` + a key id of up to 32 + `:`. */
@@ -611,6 +633,8 @@ export async function markDispatched(db: Db, id: number, leaseOwner: string, now
 export interface WebhookOutcome {
   status: 'succeeded' | 'failed'
   resultJson: string | null
+  /** The key of a result stored outside the table (then `resultJson` is null). */
+  resultRef?: string | null
   errorText: string | null
   providerMs: number | null
   /** From the accepted dispatch to this webhook. */
@@ -663,6 +687,7 @@ export async function completeFromWebhook(db: Kysely<Database>, delivery: Webhoo
       reserved_tokens: 0,
       status: outcome.status,
       result_json: outcome.resultJson,
+      result_ref: outcome.resultRef ?? null,
       error_text: outcome.errorText,
       provider_ms: outcome.providerMs,
       output_tokens: outcome.outputTokens,

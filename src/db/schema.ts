@@ -38,6 +38,11 @@ export interface JobsTable {
   reserved_tokens: ColumnType<number, number | undefined, number>
   /** Tokens its provider calls cost so far, over all attempts. */
   billed_tokens: ColumnType<number, number | undefined, number>
+  /**
+   * The key of a result stored outside the table (SPEC §12: over RESULT_INLINE_MAX_BYTES); then
+   * `result_json` is NULL. NULL for a result kept inline, or none.
+   */
+  result_ref: ColumnType<string | null, string | null | undefined, string | null>
 }
 
 /** `{prefix}ai_webhook_receipts`: the verified webhook deliveries that reached a job (SPEC §5). */

@@ -1,9 +1,10 @@
 import type { Clock } from '../clock.js'
 import type { DatabaseHandle } from '../db/database.js'
 import type { Budgets } from '../budgets/budgets.js'
-import { chargeAttempt, finishJobs, markDispatched, requeueJob, type FinishItem, type JobRow, type Outcome } from '../db/jobs-repository.js'
+import { chargeAttempt, findJob, finishJobs, markDispatched, requeueJob, type FinishItem, type JobRow, type Outcome } from '../db/jobs-repository.js'
 import type { Settlement } from '../db/usage-repository.js'
 import type { Log } from '../logger.js'
+import type { LargeResults } from '../results/large-results.js'
 import { jobBackoffMs } from '../worker/backoff.js'
 import { FinishBatcher } from '../worker/finish-batcher.js'
 import type { AttemptUsage } from '../providers/types.js'
@@ -48,6 +49,8 @@ export interface DecisionWriterOptions {
   budgets?: Budgets | undefined
   /** Every decision that followed provider calls, for the token metrics. */
   onUsage?: (usage: AttemptUsage) => void
+  /** Results over RESULT_INLINE_MAX_BYTES are stored here before the row is written (SPEC §12). */
+  results?: LargeResults | undefined
 }
 
 /**
@@ -93,7 +96,19 @@ export class DecisionWriter {
   private async finish(row: JobRow, outcome: Outcome, usage: AttemptUsage | undefined): Promise<boolean> {
     const tokens = attemptTokens(usage, Number(row.reserved_tokens))
     const settlement = this.settlement(row, tokens, usage)
-    const written = await this.finisher.finish(row.id, { ...outcome, billedTokens: tokens }, settlement)
+    const { results } = this.options
+    // A large result is durable in the store before the row names it (SPEC §12).
+    const placed = results ? await results.place(row, outcome.resultJson) : { resultJson: outcome.resultJson, resultRef: null }
+    let written: boolean
+    try {
+      written = await this.finisher.finish(row.id, { ...outcome, ...placed, billedTokens: tokens }, settlement)
+    } catch (err) {
+      await results?.discardUnlessNamed(placed.resultRef, async () => (await findJob(this.options.db.db, row.id))?.result_ref, jobLog(row))
+      throw err
+    }
+    // Not written: no row names the new file. Written over an older stored result: that one is named no more.
+    if (!written) await results?.discard(placed.resultRef, 'the lease moved on', jobLog(row))
+    else if (row.result_ref && row.result_ref !== placed.resultRef) await results?.discard(row.result_ref, 'replaced', jobLog(row))
     if (written && settlement) {
       await this.options.budgets!.settled([{ ownerKey: row.owner_key, userId: Number(row.user_id), createdAt: row.created_at, reserved: Number(row.reserved_tokens), billed: settlement.tokens }])
     }

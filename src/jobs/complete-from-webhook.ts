@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto'
 import { completeFromWebhook as completeFromWebhookRow, findJob, type JobRow } from '../db/jobs-repository.js'
+import { TERMINAL_STATUSES } from '../db/schema.js'
 import { fromDbTime } from '../db/time.js'
 import { ApiError } from '../errors.js'
 import type { WebhookBody } from '../schemas/webhook.js'
@@ -52,7 +53,7 @@ const UINT32_MAX = 4_294_967_295
  * terminal state unless the delivery is a replay, the job is terminal already, or the delivery
  * is for an older dispatch (all acknowledged and ignored). Resolves to true when the job changed.
  */
-export async function completeFromWebhook(services: Pick<JobServices, 'db' | 'store' | 'clock' | 'config' | 'jobEvents' | 'budgets' | 'metrics'>, replayKey: string, body: WebhookBody): Promise<boolean> {
+export async function completeFromWebhook(services: Pick<JobServices, 'db' | 'store' | 'clock' | 'config' | 'jobEvents' | 'budgets' | 'metrics' | 'results'>, replayKey: string, body: WebhookBody): Promise<boolean> {
   checkBody(body)
   const { db, store, clock, config } = services
   const row = await findJob(db.db, body.job_id)
@@ -78,19 +79,33 @@ export async function completeFromWebhook(services: Pick<JobServices, 'db' | 'st
   // job's reservation, as any call answered without usage (SPEC §8).
   const reported = body.usage?.tokens
   if (reported === undefined) services.metrics.unmeteredCalls.inc()
-  const { outcome, settled } = await completeFromWebhookRow(db.db, {
-    jobId: row.id,
-    attempt: body.attempt,
-    receiptKey: createHash('sha256').update(replayKey).digest('hex'),
-    outcome: {
-      status, resultJson, errorText,
-      providerMs: body.usage?.ms ?? null,
-      outputTokens: body.usage?.tokens ?? null,
-      workerMs: workerMsOf(row, now),
-    },
-    nowMs: now,
-    ...(services.budgets ? { settle: { dialect: db.dialect, tokens: (reserved: number) => reported ?? reserved, unmetered: reported === undefined } } : {}),
-  })
+  // A large result is durable in the store before the transaction that names it; a transaction
+  // that then changes nothing (or fails) leaves no file behind.
+  // A job already terminal stays as it is: nothing to store for it.
+  const placed = TERMINAL_STATUSES.includes(row.status) ? { resultJson, resultRef: null } : await services.results.place(row, resultJson)
+  let completed: Awaited<ReturnType<typeof completeFromWebhookRow>>
+  try {
+    completed = await completeFromWebhookRow(db.db, {
+      jobId: row.id,
+      attempt: body.attempt,
+      receiptKey: createHash('sha256').update(replayKey).digest('hex'),
+      outcome: {
+        status, ...placed, errorText,
+        providerMs: body.usage?.ms ?? null,
+        outputTokens: body.usage?.tokens ?? null,
+        workerMs: workerMsOf(row, now),
+      },
+      nowMs: now,
+      ...(services.budgets ? { settle: { dialect: db.dialect, tokens: (reserved: number) => reported ?? reserved, unmetered: reported === undefined } } : {}),
+    })
+  } catch (err) {
+    await services.results.discardUnlessNamed(placed.resultRef, async () => (await findJob(db.db, row.id))?.result_ref, { job_id: row.id })
+    throw err
+  }
+  const { outcome, settled } = completed
+  // Nothing changed: no row names the new file. Changed over an older stored result: that one is named no more.
+  if (outcome !== 'changed') await services.results.discard(placed.resultRef, `webhook ${outcome}`, { job_id: row.id })
+  if (outcome === 'changed' && row.result_ref && row.result_ref !== placed.resultRef) await services.results.discard(row.result_ref, 'replaced', { job_id: row.id })
   if (settled) await services.budgets?.settled([settled])
   // Recorded only after the commit, so a delivery that failed half-way can be sent again.
   await store.set(guardKey, String(row.id), REPLAY_TTL_MS)

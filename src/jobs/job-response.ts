@@ -1,5 +1,6 @@
 import type { JobRow } from '../db/jobs-repository.js'
 import { fromDbTime, toIsoTime } from '../db/time.js'
+import type { ResultLink } from '../results/result-link.js'
 
 export interface JobResponse {
   job_id: number
@@ -9,12 +10,15 @@ export interface JobResponse {
   updated_at: string
   attempts: number
   result: unknown
+  /** Only for a result stored outside the table (then `result` is null): its signed download link. */
+  result_url?: string
   error: string | null
   usage: { input_tokens: number | null; output_tokens: number | null; provider_ms: number | null; worker_ms: number | null }
   request_id: string
 }
 
-function parseResult(text: string | null): unknown {
+/** `result_json` as the API shows it. */
+export function parseResult(text: string | null): unknown {
   if (text === null) return null
   try {
     return JSON.parse(text)
@@ -24,8 +28,12 @@ function parseResult(text: string | null): unknown {
   }
 }
 
-/** The one shape of a job in the API (SPEC §4 "Job JSON"). */
-export function toJobResponse(row: JobRow): JobResponse {
+/**
+ * The one shape of a job in the API (SPEC §4 "Job JSON"). A result stored outside the table
+ * (SPEC §12) shows as `result: null` with `result_url`, the `link` made for this response
+ * (`app.resultLinks.forRow(row)`, shared with the ETag so the two always agree).
+ */
+export function toJobResponse(row: JobRow, link?: ResultLink): JobResponse {
   return {
     job_id: Number(row.id),
     status: row.status,
@@ -33,7 +41,8 @@ export function toJobResponse(row: JobRow): JobResponse {
     created_at: toIsoTime(row.created_at),
     updated_at: toIsoTime(row.updated_at),
     attempts: Number(row.attempts),
-    result: parseResult(row.result_json),
+    result: row.result_ref !== null ? null : parseResult(row.result_json),
+    ...(link ? { result_url: link.url } : {}),
     error: row.error_text,
     usage: {
       input_tokens: row.input_tokens === null ? null : Number(row.input_tokens),
@@ -45,9 +54,13 @@ export function toJobResponse(row: JobRow): JobResponse {
   }
 }
 
-/** A strong ETag from the version counter, which every change bumps (times alone can collide within a millisecond). */
-export function jobEtag(row: JobRow): string {
-  return `"${row.id}.${row.version}"`
+/**
+ * A strong ETag from the version counter, which every change bumps (times alone can collide
+ * within a millisecond). With a result link its `exp` is part of it, so a 304 never leaves a
+ * client holding an expired link: the tag changes when the link does, once an hour.
+ */
+export function jobEtag(row: JobRow, link?: ResultLink): string {
+  return link ? `"${row.id}.${row.version}.${link.exp}"` : `"${row.id}.${row.version}"`
 }
 
 export function createdAtMs(row: JobRow): number {

@@ -10,8 +10,9 @@ import type { JobServices } from './services.js'
 /**
  * The admin retry (SPEC §4): the one way a terminal job runs again. Its attempts start over and it
  * is `pending` at once; every pool is woken. Its dispatch number keeps counting (see claimJobs).
+ * Its result goes, a stored one included.
  */
-export async function retryJob(services: Pick<JobServices, 'db' | 'clock' | 'pool' | 'jobEvents' | 'budgets' | 'config' | 'requestRules'>, id: number): Promise<JobRow> {
+export async function retryJob(services: Pick<JobServices, 'db' | 'clock' | 'pool' | 'jobEvents' | 'budgets' | 'config' | 'requestRules' | 'results'>, id: number): Promise<JobRow> {
   const before = await findJob(services.db.db, id)
   if (!before) throw notFound()
   // Its new run reserves its worst case again (SPEC §8), counted in its created_at's windows; an
@@ -21,6 +22,10 @@ export async function retryJob(services: Pick<JobServices, 'db' | 'clock' | 'poo
     throw new ApiError('ai_job_finished', `Only a finished job can be retried; this one is ${before.status}.`)
   }
   if (reserve > 0) await services.budgets?.adjustReserved(before.owner_key, fromDbTime(before.created_at), reserve)
+  // The retry cleared the row's result; a stored one is named by no row now. (A terminal row
+  // changes only by a retry: at worst two racing retries leave one orphan file, never a row
+  // naming a deleted one.)
+  await services.results.discard(before.result_ref, 'the job was retried', { job_id: id })
   services.pool.wake()
   services.jobEvents.created()
   services.jobEvents.changed(id)

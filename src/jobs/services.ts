@@ -3,6 +3,8 @@ import type { Clock } from '../clock.js'
 import type { Config } from '../config.js'
 import type { DatabaseHandle } from '../db/database.js'
 import type { Metrics } from '../metrics.js'
+import type { LargeResults } from '../results/large-results.js'
+import type { ResultLinks } from '../results/result-link.js'
 import type { Store } from '../store/types.js'
 import type { WorkerPool } from '../worker/pool.js'
 import type { CreateBatcher } from './create-batcher.js'
@@ -24,4 +26,6 @@ export interface JobServices {
   pool: WorkerPool
   requestRules: RequestRules
   budgets: Budgets | undefined
+  results: LargeResults
+  resultLinks: ResultLinks
 }

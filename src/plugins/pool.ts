@@ -74,6 +74,7 @@ export const poolPlugin = fp<PoolPluginOptions>(async (app, options) => {
       jobEvents.changed(jobId)
     },
     budgets: app.budgets,
+    results: app.results,
     onUsage: (usage) => {
       for (const call of usage.calls) {
         if (!call.reported) continue
@@ -121,4 +122,4 @@ export const poolPlugin = fp<PoolPluginOptions>(async (app, options) => {
   app.decorate('pool', pool)
   app.decorate('reaper', reaper)
   app.decorate('signingKey', signingKey)
-}, { name: 'pool', dependencies: ['config', 'metrics', 'db', 'providers', 'events', 'budgets'] })
+}, { name: 'pool', dependencies: ['config', 'metrics', 'db', 'providers', 'events', 'budgets', 'results'] })

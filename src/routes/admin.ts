@@ -68,7 +68,7 @@ export async function adminRoutes(fastify: FastifyInstance): Promise<void> {
       ...(before ? { before } : {}),
     })
     const shown = page(rows, limit)
-    return { jobs: shown.rows.map((row) => ({ ...toJobResponse(row), user_id: Number(row.user_id) })), next_cursor: shown.nextCursor }
+    return { jobs: shown.rows.map((row) => ({ ...toJobResponse(row, app.resultLinks.forRow(row)), user_id: Number(row.user_id) })), next_cursor: shown.nextCursor }
   })
 
   app.post('/admin/jobs/:id/retry', {
@@ -89,7 +89,10 @@ export async function adminRoutes(fastify: FastifyInstance): Promise<void> {
       body: Type.Union([Type.Null(), Type.Object({})], { description: 'no body is needed' }),
       response: { 200: JobRef, ...errorResponses },
     },
-  }, async (request) => toJobResponse(await cancelJob(app, request.principal, jobIdOf(request.params.id))))
+  }, async (request) => {
+    const row = await cancelJob(app, request.principal, jobIdOf(request.params.id))
+    return toJobResponse(row, app.resultLinks.forRow(row))
+  })
 
   app.get('/admin/stats', {
     config: { auth: 'admin', noStore: true },

@@ -74,7 +74,7 @@ export async function eventRoutes(fastify: FastifyInstance): Promise<void> {
       if (!row) return finish()
       if (row.version > sentVersion) {
         sentVersion = row.version
-        res.write(`event: status\nid: ${row.version}\ndata: ${JSON.stringify(toJobResponse(row))}\n\n`)
+        res.write(`event: status\nid: ${row.version}\ndata: ${JSON.stringify(toJobResponse(row, app.resultLinks.forRow(row)))}\n\n`)
       }
       if (TERMINAL_STATUSES.includes(row.status)) finish()
     }

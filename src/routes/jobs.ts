@@ -28,8 +28,9 @@ export async function jobRoutes(fastify: FastifyInstance): Promise<void> {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
   const jobUrl = (id: number) => `${app.config.publicUrl}/wp-json/ai/v1/jobs/${id}`
   const sendJob = (reply: FastifyReply, row: JobRow) => {
-    reply.header('ETag', jobEtag(row)).header('Cache-Control', 'private, max-age=0')
-    return toJobResponse(row)
+    const link = app.resultLinks.forRow(row)
+    reply.header('ETag', jobEtag(row, link)).header('Cache-Control', 'private, max-age=0')
+    return toJobResponse(row, link)
   }
 
   app.post('/jobs', {
@@ -73,11 +74,14 @@ export async function jobRoutes(fastify: FastifyInstance): Promise<void> {
     if (row.worker_ms !== null) timing.push(`worker;dur=${row.worker_ms}`)
     if (row.provider_ms !== null) timing.push(`provider;dur=${row.provider_ms}`)
     reply.header('Server-Timing', timing.join(', '))
-    const etag = jobEtag(row)
+    // One link for the tag and the body: both name the same `exp`.
+    const link = app.resultLinks.forRow(row)
+    const etag = jobEtag(row, link)
     if (ifNoneMatch(request.headers['if-none-match'], etag)) {
       return reply.code(304).header('ETag', etag).header('Cache-Control', 'private, max-age=0').send()
     }
-    return sendJob(reply, row)
+    reply.header('ETag', etag).header('Cache-Control', 'private, max-age=0')
+    return toJobResponse(row, link)
   })
 
   app.get('/jobs', {
@@ -98,7 +102,7 @@ export async function jobRoutes(fastify: FastifyInstance): Promise<void> {
       ...(status ? { status } : {}), ...(before ? { before } : {}),
     })
     const shown = page(rows, limit)
-    return { jobs: shown.rows.map(toJobResponse), next_cursor: shown.nextCursor }
+    return { jobs: shown.rows.map((row) => toJobResponse(row, app.resultLinks.forRow(row))), next_cursor: shown.nextCursor }
   })
 
   app.post('/jobs/:id/cancel', {

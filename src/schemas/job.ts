@@ -13,6 +13,7 @@ export const Job = Type.Object({
   updated_at: Type.String({ description: 'ISO-8601 UTC with milliseconds' }),
   attempts: Type.Integer({ minimum: 0 }),
   result: AnyJson,
+  result_url: Type.Optional(Type.String({ description: 'Only when the result is stored outside the table (over RESULT_INLINE_MAX_BYTES; `result` is then null): a signed link to it, valid until its `exp` (1 to 2 hours)' })),
   error: Nullable(Type.String()),
   usage: Type.Object({
     input_tokens: Nullable(Type.Integer()),

@@ -162,6 +162,8 @@ function clip(text) {
 function jobDetail(job) {
   if (typeof job.error === 'string' && job.error !== '') return { kind: 'detail error', text: job.error }
   const result = job.result
+  // A result over RESULT_INLINE_MAX_BYTES is not in the list; its signed link is (SPEC §12).
+  if ((result === null || result === undefined) && typeof job.result_url === 'string') return { kind: 'detail', text: 'Large result, stored outside the table (result_url)' }
   if (result === null || result === undefined) return { kind: 'detail', text: '' }
   const text = typeof result === 'string' ? result : typeof result.output === 'string' ? result.output : JSON.stringify(result)
   return { kind: 'detail', text }
