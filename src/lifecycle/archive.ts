@@ -1,4 +1,5 @@
-import { resolve, join } from 'node:path'
+import { randomBytes } from 'node:crypto'
+import { join, resolve } from 'node:path'
 import type { DatabaseHandle } from '../db/database.js'
 import {
   deleteJobsById, findJobsByIds, highestIdCreatedBefore, insertArchiveBatch, jobVersions, listArchivable, lockJobVersions,
@@ -85,7 +86,9 @@ export function parseDuration(text: string): number | undefined {
 
 function fileName(prefix: string, fromId: number, toId: number, nowMs: number): string {
   const stamp = new Date(nowMs).toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z')
-  return `${prefix}ai_jobs-${String(fromId).padStart(10, '0')}-${String(toId).padStart(10, '0')}-${stamp}.jsonl.gz`
+  // The random part keeps names apart when a later run archives the same id range again (a row
+  // that was retried meanwhile), so no file is ever overwritten.
+  return `${prefix}ai_jobs-${String(fromId).padStart(10, '0')}-${String(toId).padStart(10, '0')}-${stamp}-${randomBytes(4).toString('hex')}.jsonl.gz`
 }
 
 /** A row as an archive line: every column as stored (`request_json` sealed stays sealed). */
