@@ -15,6 +15,7 @@ import { configPlugin } from './plugins/config.js'
 import { dbPlugin } from './plugins/db.js'
 import { eventsPlugin } from './plugins/events.js'
 import { httpPlugin } from './plugins/http.js'
+import { lifecyclePlugin } from './plugins/lifecycle.js'
 import { metricsPlugin } from './plugins/metrics.js'
 import { poolPlugin } from './plugins/pool.js'
 import { providersPlugin } from './plugins/providers.js'
@@ -26,12 +27,14 @@ import { eventRoutes } from './routes/events.js'
 import { jobResultRoutes } from './routes/job-result.js'
 import { jobRoutes } from './routes/jobs.js'
 import { opsRoutes } from './routes/ops.js'
+import { privacyRoutes } from './routes/privacy.js'
 import { usageRoutes } from './routes/usage.js'
 import { webhookRoutes } from './routes/webhook.js'
 import { wellKnownRoutes } from './routes/well-known.js'
 import { WpError } from './schemas/common.js'
 import { Job } from './schemas/job.js'
 import type { ResultStore } from './results/result-store.js'
+import type { LifecycleHooks } from './lifecycle/archive.js'
 import type { Store } from './store/types.js'
 
 export interface AppDeps {
@@ -53,6 +56,8 @@ export interface AppDeps {
   poolOptions?: { pollMs?: number; reapEveryMs?: number }
   /** SPEC §4: 10 s. Tests shorten it. */
   bodyTimeoutMs?: number
+  /** The data lifecycle (SPEC §12): hooks over src/lifecycle/hooks.ts, and the daily archive's timer. */
+  lifecycle?: { hooks?: LifecycleHooks; start?: boolean; everyMs?: number; firstDelayMs?: number }
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
@@ -87,6 +92,7 @@ export function rewritePlainPermalink(url: string, basePath: string): string {
 const SECURITY: Record<AuthKind, Record<string, string[]>[]> = {
   user: [{ wordpressCookie: [], wordpressNonce: [] }, { applicationPassword: [] }, { publicToken: [] }],
   admin: [{ wordpressCookie: [], wordpressNonce: [] }, { applicationPassword: [] }],
+  'admin-or-signed': [{ wordpressCookie: [], wordpressNonce: [] }, { applicationPassword: [] }, { signedCall: [] }],
   'admin-page': [{ wordpressCookie: [] }],
   webhook: [],
   none: [],
@@ -137,6 +143,7 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
     await app.register(eventsPlugin)
     await app.register(poolPlugin, { start: deps.startWorkers, pollMs: deps.poolOptions?.pollMs, reapEveryMs: deps.poolOptions?.reapEveryMs })
     await app.register(authPlugin, { wordpress: deps.wordpress })
+    await app.register(lifecyclePlugin, { ...deps.lifecycle, start: deps.lifecycle?.start ?? deps.startWorkers })
 
     // The OpenAPI document is generated from the same schemas that validate requests.
     app.addSchema(WpError)
@@ -160,6 +167,7 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
             wordpressNonce: { type: 'apiKey', in: 'header', name: 'X-WP-Nonce', description: 'wp_create_nonce(\'wp_rest\'), or the _wpnonce query parameter' },
             applicationPassword: { type: 'http', scheme: 'basic', description: 'A WordPress application password' },
             publicToken: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT', description: 'HS256 with AI_PUBLIC_TOKEN_SECRET: sub, exp, and sid for visitors' },
+            signedCall: { type: 'apiKey', in: 'header', name: 'webhook-signature', description: 'A server-to-server call signed the Standard Webhooks way with AI_EVENTS_SECRET (with webhook-id and webhook-timestamp); the privacy routes only' },
           },
         },
       },
@@ -173,6 +181,7 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
       await api.register(eventRoutes)
       await api.register(webhookRoutes)
       await api.register(adminRoutes)
+      await api.register(privacyRoutes)
       await api.register(usageRoutes)
       await api.register(adminPageRoutes)
       await api.register(wellKnownRoutes)

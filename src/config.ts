@@ -72,6 +72,15 @@ export interface Config {
   logLevel: string
   /** SIGTERM: how long running jobs may finish before they are released. */
   shutdownGraceSeconds: number
+  /**
+   * AI_EVENTS_SECRET (SPEC §10, §12): a `whsec_` secret that signs events to WordPress and that
+   * WordPress signs its privacy calls with. Undefined: neither is on.
+   */
+  eventsSecret: string | undefined
+  /** ARCHIVE_AFTER_DAYS (SPEC §12): the daily archive's cut-off in days; undefined: no daily archive. */
+  archiveAfterDays: number | undefined
+  /** ARCHIVE_DIR: where archive files are written (and erase rewrites them); default `./data/archive`. */
+  archiveDir: string
 }
 
 export class ConfigError extends Error {
@@ -300,6 +309,12 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     }
   }
 
+  const eventsSecret = source.AI_EVENTS_SECRET || undefined
+  if (eventsSecret !== undefined && !/^whsec_[A-Za-z0-9+/]+={0,2}$/.test(eventsSecret)) {
+    throw new ConfigError('AI_EVENTS_SECRET', 'must be a whsec_ secret: "whsec_" followed by the base64 of the key')
+  }
+  const archiveAfterDays = source.ARCHIVE_AFTER_DAYS ? intIn(source, 'ARCHIVE_AFTER_DAYS', 0, 1, 36_500) : undefined
+
   const logLevel = source.LOG_LEVEL || 'info'
   if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(logLevel)) {
     throw new ConfigError('LOG_LEVEL', 'must be one of fatal, error, warn, info, debug, trace, silent')
@@ -369,6 +384,9 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     webhookAllowedIps: cidrList(source, 'WEBHOOK_ALLOWED_IPS'),
     logLevel,
     shutdownGraceSeconds: intIn(source, 'SHUTDOWN_GRACE_SECONDS', 20, 0, 3600),
+    eventsSecret,
+    archiveAfterDays,
+    archiveDir: source.ARCHIVE_DIR || './data/archive',
   }
   return Object.freeze(config)
 }

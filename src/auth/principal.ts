@@ -1,6 +1,7 @@
 /** Who a request acts for, whichever method authenticated it. */
 export interface Principal {
-  method: 'cookie' | 'application_password' | 'token'
+  /** `signed`: a server-to-server call signed with AI_EVENTS_SECRET (src/auth/signed-request.ts). */
+  method: 'cookie' | 'application_password' | 'token' | 'signed'
   /** The WordPress user id; 0 for an anonymous visitor with a signed token. */
   userId: number
   /** `u:<user_id>` or, for anonymous visitors, `s:<sid>`: jobs and idempotency keys are scoped by it. */

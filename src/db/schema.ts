@@ -64,6 +64,24 @@ export interface UsageTable {
   unmetered_calls: number
 }
 
+/** `{prefix}ai_archive_runs`: one row per archive batch (SPEC §12; src/lifecycle/archive.ts). */
+export interface ArchiveRunsTable {
+  id: Generated<number>
+  /** The first and last job id the batch's file holds. */
+  from_id: number
+  to_id: number
+  /** The file's absolute path (erase rewrites it wherever the run that wrote it put it). */
+  file: string
+  state: ArchiveBatchState
+  rows_archived: ColumnType<number, number | undefined, number>
+  cutoff_at: DbTime
+  created_at: DbTime
+  updated_at: DbTime
+}
+
+/** `writing`: the file may be partial; `written`: it is durable, its rows not yet deleted; `done`. */
+export type ArchiveBatchState = 'writing' | 'written' | 'done'
+
 /** WordPress's own tables, read only. */
 export interface UsersTable {
   ID: number
@@ -97,6 +115,7 @@ export interface Database {
   ai_jobs: JobsTable
   ai_webhook_receipts: WebhookReceiptsTable
   ai_usage: UsageTable
+  ai_archive_runs: ArchiveRunsTable
   users: UsersTable
   usermeta: UserMetaTable
   options: OptionsTable

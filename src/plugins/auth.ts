@@ -1,8 +1,10 @@
 import { createSecretKey } from 'node:crypto'
+import { PassThrough, type Readable } from 'node:stream'
 import type { FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { authenticate, authenticateAdminPage, type AdminPageSession, type AuthDeps, type WordPressAuthenticator } from '../auth/authenticate.js'
 import type { Principal } from '../auth/principal.js'
+import { isSignedCall, verifySignedCall } from '../auth/signed-request.js'
 import { createWordPressAuthFor, wordPressAuthenticator, wordPressSettings } from '../auth/wordpress-adapter.js'
 import type { WordPressAuth } from '../auth/wordpress-auth.js'
 import { fixedWordPressSource, lazyWordPressSource } from '../auth/wordpress-source.js'
@@ -17,18 +19,21 @@ import { ApiError } from '../errors.js'
  * - `admin-page`: the admin page load: the WordPress logged-in cookie alone (no nonce, as
  *   opening wp-admin; no token or application password) of a user with AI_ADMIN_CAPABILITY.
  *   The request gets `adminPage`, with a fresh `wp_rest` nonce for the page's own calls;
+ * - `admin-or-signed`: as `admin`, or instead a server-to-server call signed the Standard Webhooks
+ *   way with AI_EVENTS_SECRET (the privacy routes, which WordPress calls; src/auth/signed-request.ts).
+ *   A request with a `webhook-signature` header is judged by its signature alone;
  * - `webhook`: no caller; the route verifies a signature over the raw body itself;
  * - `none`: public (health checks, the JWKS, the OpenAPI document).
  * A route that says nothing is treated as `user`.
  */
-export type AuthKind = 'user' | 'admin' | 'admin-page' | 'none' | 'webhook'
+export type AuthKind = 'user' | 'admin' | 'admin-or-signed' | 'admin-page' | 'none' | 'webhook'
 
 declare module 'fastify' {
   interface FastifyContextConfig {
     auth?: AuthKind
   }
   interface FastifyRequest {
-    /** Who the request acts for; set by the auth hook on every `user`, `admin` and `admin-page` route. */
+    /** Who the request acts for; set by the auth hooks on every `user`, `admin`, `admin-or-signed` and `admin-page` route. */
     principal: Principal
     /** Set on `admin-page` routes: the nonce the page embeds for its calls, and whose it is. */
     adminPage: AdminPageSession | undefined
@@ -50,6 +55,22 @@ export interface GatewayAuth {
 export interface AuthPluginOptions {
   /** A WordPress authenticator of the caller's (tests); otherwise built when the WordPress tables exist. */
   wordpress?: WordPressAuthenticator | undefined
+}
+
+/** A signed call's body is a small JSON object (`{}`); more is no privacy call. */
+const SIGNED_BODY_MAX_BYTES = 65_536
+
+/** The whole body, up to `limit` bytes (413 beyond). */
+async function readBody(payload: Readable, limit: number): Promise<Buffer> {
+  const chunks: Buffer[] = []
+  let size = 0
+  for await (const chunk of payload) {
+    const buf = typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer)
+    size += buf.length
+    if (size > limit) throw new ApiError('ai_payload_too_large', `A signed call's body may be at most ${limit} bytes.`)
+    chunks.push(buf)
+  }
+  return Buffer.concat(chunks)
 }
 
 function forbidden(): ApiError {
@@ -107,6 +128,8 @@ export const authPlugin = fp<AuthPluginOptions>(async (app, options) => {
     if (request.routeOptions.url === undefined) return
     const kind = request.routeOptions.config.auth ?? 'user'
     if (kind === 'none' || kind === 'webhook') return
+    // Verified in preParsing, where the exact body bytes are at hand.
+    if (kind === 'admin-or-signed' && isSignedCall(request.headers)) return
     if (kind === 'admin-page') {
       const { principal, page } = await authenticateAdminPage(request, deps)
       request.principal = await asAdmin(principal)
@@ -114,6 +137,22 @@ export const authPlugin = fp<AuthPluginOptions>(async (app, options) => {
       return
     }
     const principal = await auth.authenticate(request)
-    request.principal = kind === 'admin' ? await asAdmin(principal) : principal
+    request.principal = kind === 'admin' || kind === 'admin-or-signed' ? await asAdmin(principal) : principal
+  })
+
+  // A signed call: the signature covers the exact body bytes, so they are read here, verified
+  // (signature, timestamp, single-use webhook-id), and handed on to the parser unchanged.
+  const signedKeyPrefix = `${config.tablePrefix}:`
+  app.addHook('preParsing', async (request, _reply, payload) => {
+    if (request.routeOptions.config.auth !== 'admin-or-signed' || !isSignedCall(request.headers)) return payload
+    const raw = await readBody(payload, SIGNED_BODY_MAX_BYTES)
+    request.principal = await verifySignedCall({ rawBody: raw, headers: request.headers, secret: config.eventsSecret, nowMs: clock.now(), store, keyPrefix: signedKeyPrefix })
+    const replay = new PassThrough()
+    replay.end(raw)
+    return replay
+  })
+  app.addHook('preValidation', async (request) => {
+    // Belt and braces: no admin-or-signed handler runs without one of the two having passed.
+    if (request.routeOptions.config.auth === 'admin-or-signed' && !request.principal) throw new ApiError('ai_unauthorized', 'Authentication required.')
   })
 }, { name: 'auth', dependencies: ['config', 'db', 'store'] })
