@@ -68,6 +68,10 @@ export interface Config {
   logLevel: string
   /** SIGTERM: how long running jobs may finish before they are released. */
   shutdownGraceSeconds: number
+  /** AI_EVENTS_URL: terminal-state events are POSTed here (SPEC §10); undefined: events are off. */
+  eventsUrl: string | undefined
+  /** AI_EVENTS_SECRET: the `whsec_` secret events are signed with; set exactly when eventsUrl is. */
+  eventsSecret: string | undefined
 }
 
 export class ConfigError extends Error {
@@ -197,6 +201,32 @@ function budgetsFrom(raw: string | undefined): BudgetsConfig | undefined {
   }
 }
 
+/** Standard Webhooks secrets are 24 to 64 random bytes; fewer than 16 is no secret. */
+const EVENTS_SECRET_MIN_BYTES = 16
+
+/**
+ * AI_EVENTS_URL and AI_EVENTS_SECRET (SPEC §10) go together: one without the other stops
+ * start-up, as a bad URL or a secret that is not `whsec_` + base64 does. The message names the
+ * variable, never the secret's value.
+ */
+function eventsSettings(source: Env): { url: string | undefined; secret: string | undefined } {
+  const url = urlValue(source, 'AI_EVENTS_URL', ['http:', 'https:'])
+  const secret = source.AI_EVENTS_SECRET || undefined
+  if (url && !secret) throw new ConfigError('AI_EVENTS_SECRET', 'is required when AI_EVENTS_URL is set')
+  if (secret && !url) throw new ConfigError('AI_EVENTS_URL', 'is required when AI_EVENTS_SECRET is set')
+  if (secret !== undefined) {
+    const encoded = secret.startsWith('whsec_') ? secret.slice('whsec_'.length) : undefined
+    if (encoded === undefined) throw new ConfigError('AI_EVENTS_SECRET', 'must be a Standard Webhooks secret: whsec_ followed by base64')
+    if (!/^[A-Za-z0-9+/]+={0,2}$/.test(encoded) || encoded.replace(/=+$/, '').length % 4 === 1) {
+      throw new ConfigError('AI_EVENTS_SECRET', 'must be base64 after the whsec_ prefix')
+    }
+    if (Buffer.from(encoded, 'base64').length < EVENTS_SECRET_MIN_BYTES) {
+      throw new ConfigError('AI_EVENTS_SECRET', `must hold at least ${EVENTS_SECRET_MIN_BYTES} bytes after whsec_ (openssl rand -base64 32)`)
+    }
+  }
+  return { url, secret }
+}
+
 /** Builds a mysql:// URL from wp-config's DB_* constants. */
 function databaseUrlFromWpConfig(c: Record<string, unknown>): string {
   const name = String(c.DB_NAME ?? '')
@@ -296,6 +326,8 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     }
   }
 
+  const events = eventsSettings(source)
+
   const logLevel = source.LOG_LEVEL || 'info'
   if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(logLevel)) {
     throw new ConfigError('LOG_LEVEL', 'must be one of fatal, error, warn, info, debug, trace, silent')
@@ -356,6 +388,8 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     webhookAllowedIps: cidrList(source, 'WEBHOOK_ALLOWED_IPS'),
     logLevel,
     shutdownGraceSeconds: intIn(source, 'SHUTDOWN_GRACE_SECONDS', 20, 0, 3600),
+    eventsUrl: events.url,
+    eventsSecret: events.secret,
   }
   return Object.freeze(config)
 }

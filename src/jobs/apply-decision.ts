@@ -48,6 +48,8 @@ export interface DecisionWriterOptions {
   budgets?: Budgets | undefined
   /** Every decision that followed provider calls, for the token metrics. */
   onUsage?: (usage: AttemptUsage) => void
+  /** Events to WordPress are on: every terminal write adds its outbox row in the same transaction (SPEC §10). */
+  events?: boolean
 }
 
 /**
@@ -77,9 +79,10 @@ export class DecisionWriter {
 
   constructor(private readonly options: DecisionWriterOptions) {
     const { db, clock, leaseOwner } = options
+    const events = options.events === true
     this.finisher = new FinishBatcher({
-      writeBatch: (items) => finishJobs(db, leaseOwner, items, clock.now()),
-      writeOne: async (item: FinishItem) => (await finishJobs(db, leaseOwner, [item], clock.now())).has(item.id),
+      writeBatch: (items) => finishJobs(db, leaseOwner, items, clock.now(), events),
+      writeOne: async (item: FinishItem) => (await finishJobs(db, leaseOwner, [item], clock.now(), events)).has(item.id),
     })
   }
 
