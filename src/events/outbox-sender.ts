@@ -72,6 +72,8 @@ export function eventBody(event: Pick<EventRow, 'type'>, job: JobRow, metadata: 
 export class OutboxSender {
   private timer: NodeJS.Timeout | undefined
   private running: Promise<void> | undefined
+  /** Every round under way, woken or called directly: stop() waits for them all. */
+  private readonly rounds = new Set<Promise<number>>()
   private again = false
   private stopped = true
   private readonly abort = new AbortController()
@@ -100,6 +102,7 @@ export class OutboxSender {
     this.timer = undefined
     this.abort.abort(new Error('the gateway is shutting down'))
     await this.running
+    await Promise.all(this.rounds)
   }
 
   /** Runs a round soon (coalesced: one round at a time, and one more if asked meanwhile). */
@@ -122,8 +125,16 @@ export class OutboxSender {
   }
 
   /** One round: claims a batch of due events and sends them. Resolves to how many were tried; never throws. */
-  async runOnce(): Promise<number> {
+  runOnce(): Promise<number> {
+    const round = this.round()
+    this.rounds.add(round)
+    void round.finally(() => this.rounds.delete(round))
+    return round
+  }
+
+  private async round(): Promise<number> {
     const { db, clock, log } = this.options
+    if (this.abort.signal.aborted) return 0
     let claimed: EventRow[]
     const token = `${this.senderId}:${++this.claims}`
     try {
