@@ -8,28 +8,16 @@
  */
 import type { FastifyInstance } from 'fastify'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import type { WordPressAuthenticator } from '../../src/auth/authenticate.js'
 import { manualClock } from '../../src/clock.js'
 import { claimEvents, EVENT_RETRY_WINDOW_MS, eventsOfJob, findEvent } from '../../src/db/events-repository.js'
 import { fromDbTime } from '../../src/db/time.js'
 import { EVENT_LEASE_MS, eventBackoffMs } from '../../src/events/outbox-sender.js'
 import { verifyWebhookSignature } from '../../src/webhook/verify-signature.js'
 import { bearer, buildTestApp, DIALECTS, type TestApp } from '../helpers.js'
-import { startEventsReceiver, type EventsReceiver } from '../support/events-receiver.js'
+import { adminOnly, EVENTS_SECRET, startEventsReceiver, type EventsReceiver } from '../support/events-receiver.js'
 import { RUN } from '../support/run-tag.js'
 
 const BASE = '/wp-json/ai/v1'
-export const EVENTS_SECRET = `whsec_${Buffer.from('events-test-secret-0123456789abc').toString('base64')}`
-
-/** An administrator for every request that sends `Authorization: Basic admin`; tokens as signed. */
-export const adminOnly: WordPressAuthenticator = {
-  cookie: async () => ({ kind: 'none' }),
-  pageCookie: async () => ({ kind: 'none' }),
-  token: async (principal) => principal,
-  basic: async ({ authorization }) => (authorization === 'Basic admin'
-    ? { kind: 'user', principal: { method: 'application_password', userId: 1, ownerKey: 'u:1', canCreate: true, isAdmin: true } }
-    : { kind: 'invalid' }),
-}
 const ADMIN = { authorization: 'Basic admin' }
 const MODELS = JSON.stringify({ broken: { provider: 'echo', fail_status: 400 } })
 
