@@ -10,6 +10,7 @@ import type { FastifyInstance } from 'fastify'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { manualClock } from '../../src/clock.js'
 import { claimEvents, EVENT_RETRY_WINDOW_MS, eventsOfJob, findEvent } from '../../src/db/events-repository.js'
+import { claimJobs } from '../../src/db/jobs-repository.js'
 import { fromDbTime } from '../../src/db/time.js'
 import { EVENT_LEASE_MS, eventBackoffMs } from '../../src/events/outbox-sender.js'
 import { verifyWebhookSignature } from '../../src/webhook/verify-signature.js'
@@ -239,6 +240,21 @@ describe.each(DIALECTS)('events to WordPress (%s)', (dialect) => {
     expect(await send()).toBe(1)
     expect(receiver.received).toHaveLength(2)
     expect(receiver.received[1]!.headers['webhook-id']).toBe(second!.webhook_id)
+  })
+
+  it('announces a job the reaper fails after its last lease ran out, in the reap itself', async () => {
+    const id = await create({ input: 'abandoned' })
+    for (let attempt = 1; attempt <= 3; attempt++) {
+      const [claimed] = await claimJobs(app.db, { limit: 1, nowMs: clock.now(), leaseOwner: 'dead-worker', leaseMs: 1_000 })
+      expect(claimed?.id, `attempt ${attempt}`).toBe(id)
+      clock.advance(600_000)
+      await app.reaper.runOnce()
+      expect((await eventsOfJob(app.db.db, id)).length).toBe(attempt === 3 ? 1 : 0)
+      // Past the job-level backoff before the next claim.
+      clock.advance(600_000)
+    }
+    expect(await send()).toBe(1)
+    expect(receiver.received[0]!.json).toMatchObject({ type: 'job.failed', job: { job_id: id, status: 'failed', attempts: 3 } })
   })
 
   it("a sender that died mid-send leaves its claim; the event goes out once the claim's lease ends", async () => {
