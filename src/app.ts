@@ -17,6 +17,7 @@ import { eventsPlugin } from './plugins/events.js'
 import { httpPlugin } from './plugins/http.js'
 import { lifecyclePlugin } from './plugins/lifecycle.js'
 import { metricsPlugin } from './plugins/metrics.js'
+import { outboxPlugin } from './plugins/outbox.js'
 import { poolPlugin } from './plugins/pool.js'
 import { providersPlugin } from './plugins/providers.js'
 import { resultsPlugin } from './plugins/results.js'
@@ -48,6 +49,8 @@ export interface AppDeps {
   resultStore?: ResultStore
   /** Start the worker pool (default true when WORKER_CONCURRENCY > 0). Tests drive `runOnce()` instead. */
   startWorkers?: boolean
+  /** Start the events sender when AI_EVENTS_URL is set (default: as `startWorkers`). Tests drive `app.outbox.runOnce()` instead. */
+  startEvents?: boolean
   /** Run migrations at start (default true). */
   migrate?: boolean
   /** MySQL: reads `@@log_bin` and `@@binlog_format` for the start-up check; the server's own unless given. */
@@ -100,7 +103,7 @@ const SECURITY: Record<AuthKind, Record<string, string[]>[]> = {
 
 /**
  * Builds the gateway as a Fastify instance that never listens: named plugins for the
- * configuration, HTTP basics, metrics, database, store, providers, events, pool and auth, each
+ * configuration, HTTP basics, metrics, database, store, providers, events, pool, events outbox and auth, each
  * closing what it opened (in reverse order), then the routes. `src/server.ts` listens.
  */
 export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Promise<FastifyInstance> {
@@ -142,6 +145,7 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
     await app.register(providersPlugin)
     await app.register(eventsPlugin)
     await app.register(poolPlugin, { start: deps.startWorkers, pollMs: deps.poolOptions?.pollMs, reapEveryMs: deps.poolOptions?.reapEveryMs })
+    await app.register(outboxPlugin, { start: deps.startEvents ?? deps.startWorkers !== false })
     await app.register(authPlugin, { wordpress: deps.wordpress })
     await app.register(lifecyclePlugin, { ...deps.lifecycle, start: deps.lifecycle?.start ?? deps.startWorkers })
 

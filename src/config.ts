@@ -72,9 +72,12 @@ export interface Config {
   logLevel: string
   /** SIGTERM: how long running jobs may finish before they are released. */
   shutdownGraceSeconds: number
+  /** AI_EVENTS_URL: terminal-state events are POSTed here (SPEC §10); undefined: events are off. */
+  eventsUrl: string | undefined
   /**
-   * AI_EVENTS_SECRET (SPEC §10, §12): a `whsec_` secret that signs events to WordPress and that
-   * WordPress signs its privacy calls with. Undefined: neither is on.
+   * AI_EVENTS_SECRET (SPEC §10, §12): the `whsec_` secret that signs events to WordPress and that
+   * WordPress signs its privacy calls with. Required with eventsUrl; alone it turns on only the
+   * signed privacy calls.
    */
   eventsSecret: string | undefined
   /** ARCHIVE_AFTER_DAYS (SPEC §12): the daily archive's cut-off in days; undefined: no daily archive. */
@@ -210,6 +213,32 @@ function budgetsFrom(raw: string | undefined): BudgetsConfig | undefined {
   }
 }
 
+/** Standard Webhooks secrets are 24 to 64 random bytes; fewer than 16 is no secret. */
+const EVENTS_SECRET_MIN_BYTES = 16
+
+/**
+ * AI_EVENTS_URL and AI_EVENTS_SECRET (SPEC §10) go together: one without the other stops
+ * start-up, as a bad URL or a secret that is not `whsec_` + base64 does. The message names the
+ * variable, never the secret's value.
+ */
+function eventsSettings(source: Env): { url: string | undefined; secret: string | undefined } {
+  const url = urlValue(source, 'AI_EVENTS_URL', ['http:', 'https:'])
+  const secret = source.AI_EVENTS_SECRET || undefined
+  if (url && !secret) throw new ConfigError('AI_EVENTS_SECRET', 'is required when AI_EVENTS_URL is set')
+  // The secret alone is fine: WordPress's signed privacy calls (SPEC §12) need only it.
+  if (secret !== undefined) {
+    const encoded = secret.startsWith('whsec_') ? secret.slice('whsec_'.length) : undefined
+    if (encoded === undefined) throw new ConfigError('AI_EVENTS_SECRET', 'must be a Standard Webhooks secret: whsec_ followed by base64')
+    if (!/^[A-Za-z0-9+/]+={0,2}$/.test(encoded) || encoded.replace(/=+$/, '').length % 4 === 1) {
+      throw new ConfigError('AI_EVENTS_SECRET', 'must be base64 after the whsec_ prefix')
+    }
+    if (Buffer.from(encoded, 'base64').length < EVENTS_SECRET_MIN_BYTES) {
+      throw new ConfigError('AI_EVENTS_SECRET', `must hold at least ${EVENTS_SECRET_MIN_BYTES} bytes after whsec_ (openssl rand -base64 32)`)
+    }
+  }
+  return { url, secret }
+}
+
 /** Builds a mysql:// URL from wp-config's DB_* constants. */
 function databaseUrlFromWpConfig(c: Record<string, unknown>): string {
   const name = String(c.DB_NAME ?? '')
@@ -309,10 +338,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     }
   }
 
-  const eventsSecret = source.AI_EVENTS_SECRET || undefined
-  if (eventsSecret !== undefined && !/^whsec_[A-Za-z0-9+/]+={0,2}$/.test(eventsSecret)) {
-    throw new ConfigError('AI_EVENTS_SECRET', 'must be a whsec_ secret: "whsec_" followed by the base64 of the key')
-  }
+  const events = eventsSettings(source)
   const archiveAfterDays = source.ARCHIVE_AFTER_DAYS ? intIn(source, 'ARCHIVE_AFTER_DAYS', 0, 1, 36_500) : undefined
 
   const logLevel = source.LOG_LEVEL || 'info'
@@ -384,7 +410,8 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     webhookAllowedIps: cidrList(source, 'WEBHOOK_ALLOWED_IPS'),
     logLevel,
     shutdownGraceSeconds: intIn(source, 'SHUTDOWN_GRACE_SECONDS', 20, 0, 3600),
-    eventsSecret,
+    eventsUrl: events.url,
+    eventsSecret: events.secret,
     archiveAfterDays,
     archiveDir: source.ARCHIVE_DIR || './data/archive',
   }

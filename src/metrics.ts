@@ -30,6 +30,7 @@ export function createMetrics() {
     budgetRefusals: new Counter({ name: 'ai_gateway_budget_refusals_total', help: 'Creates refused by a token budget, by scope (user, role, default, anonymous, site)', labelNames: ['scope'], registers: [registry] }),
     unmeteredCalls: new Counter({ name: 'ai_gateway_unmetered_calls_total', help: 'Provider calls that answered without reporting usage (charged their reservation)', registers: [registry] }),
     webhookVerifications: new Counter({ name: 'ai_gateway_webhook_verifications_total', help: 'Webhook signature checks by outcome', labelNames: ['outcome'], registers: [registry] }),
+    events: new Counter({ name: 'ai_gateway_events_total', help: 'Tries of events to WordPress by outcome (delivered, retry, failed, superseded, gone)', labelNames: ['outcome'], registers: [registry] }),
     databaseUnavailable: new Counter({ name: 'ai_gateway_database_unavailable_total', help: 'Requests answered 503 because the database was unreachable', registers: [registry] }),
   }
 }

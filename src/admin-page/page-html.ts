@@ -107,6 +107,21 @@ export function adminPageHtml(ctx: AdminPageContext): string {
     <p id="jobs-empty" class="empty" hidden>No jobs match these filters.</p>
     <p class="more"><button type="button" id="jobs-older" class="secondary" hidden>Older</button></p>
   </section>
+
+  <section class="events" id="events-section" aria-labelledby="events-title" hidden>
+    <div class="section-head"><h2 id="events-title">Events to WordPress: failed and pending</h2></div>
+    <div class="table-wrap">
+      <table id="events-table">
+        <thead><tr>
+          <th scope="col">Event</th><th scope="col">Job</th><th scope="col">Type</th><th scope="col">Status</th>
+          <th scope="col">Tries</th><th scope="col">Last answer</th><th scope="col">Next try (UTC)</th>
+          <th scope="col"><span class="sr-only">Actions</span></th>
+        </tr></thead>
+        <tbody id="events-body"></tbody>
+      </table>
+    </div>
+    <p id="events-empty" class="empty" hidden>Every event has been delivered.</p>
+  </section>
 </main>
 </body>
 </html>

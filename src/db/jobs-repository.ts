@@ -1,5 +1,6 @@
 import { CompiledQuery, sql, type Insertable, type Kysely, type Selectable, type Transaction, type WhereInterface } from 'kysely'
 import type { DatabaseHandle } from './database.js'
+import { recordTerminalEvents } from './events-repository.js'
 import { addUsage, type Settlement } from './usage-repository.js'
 import type { Database, DbTime, JobStatus, JobsTable } from './schema.js'
 import { toDbTime } from './time.js'
@@ -13,6 +14,14 @@ export type NewJob = Insertable<JobsTable>
 type Db = Kysely<Database> | Transaction<Database>
 
 const bump = sql<number>`version + 1`
+
+/**
+ * Runs `fn` in a transaction: `db` itself when it is one already, a new one otherwise. Terminal
+ * transitions use it to write their event to WordPress (SPEC §10) in the same commit as the job.
+ */
+function inTransaction<T>(db: Db, fn: (trx: Db) => Promise<T>): Promise<T> {
+  return db.isTransaction ? fn(db) : (db as Kysely<Database>).transaction().execute(fn)
+}
 
 /**
  * The fence every write after a claim carries (STYLE "Every write after a claim is fenced"): the
@@ -231,9 +240,17 @@ export interface Outcome {
 
 /**
  * Writes a terminal outcome, fenced on the lease: zero rows changed means another worker or a
- * cancel owns the job now, and the caller drops its result.
+ * cancel owns the job now, and the caller drops its result. `events`: the outbox row for
+ * WordPress is written in the same transaction.
  */
-export async function finishJob(db: Db, id: number, leaseOwner: string, outcome: Outcome, nowMs: number): Promise<boolean> {
+export async function finishJob(db: Db, id: number, leaseOwner: string, outcome: Outcome, nowMs: number, events = false): Promise<boolean> {
+  if (events) {
+    return inTransaction(db, async (trx) => {
+      const written = await finishJob(trx, id, leaseOwner, outcome, nowMs)
+      if (written) await recordTerminalEvents(trx, [id], nowMs)
+      return written
+    })
+  }
   const r = await db.updateTable('ai_jobs').set({
     status: outcome.status,
     result_json: outcome.resultJson,
@@ -282,16 +299,16 @@ export const FINISH_CHUNK = 100
  *   (nothing written) with an error rather than guessing. BEGIN, SELECT, UPDATE, COMMIT: four
  *   statements for the batch. A single job is one plain finishJob.
  */
-export async function finishJobs(handle: DatabaseHandle, leaseOwner: string, items: readonly FinishItem[], nowMs: number): Promise<Set<number>> {
+export async function finishJobs(handle: DatabaseHandle, leaseOwner: string, items: readonly FinishItem[], nowMs: number, events = false): Promise<Set<number>> {
   if (new Set(items.map((i) => i.id)).size !== items.length) throw new Error('finishJobs: an id is listed twice')
   const written = new Set<number>()
   for (let start = 0; start < items.length; start += FINISH_CHUNK) {
-    for (const id of await finishChunk(handle, leaseOwner, items.slice(start, start + FINISH_CHUNK), nowMs)) written.add(id)
+    for (const id of await finishChunk(handle, leaseOwner, items.slice(start, start + FINISH_CHUNK), nowMs, events)) written.add(id)
   }
   return written
 }
 
-async function finishChunk(handle: DatabaseHandle, leaseOwner: string, items: readonly FinishItem[], nowMs: number): Promise<number[]> {
+async function finishChunk(handle: DatabaseHandle, leaseOwner: string, items: readonly FinishItem[], nowMs: number, events: boolean): Promise<number[]> {
   if (items.length === 0) return []
   const settles = items.some((i) => i.settlement !== undefined)
   const settle = async (trx: Transaction<Database>, written: Iterable<number>) => {
@@ -300,16 +317,17 @@ async function finishChunk(handle: DatabaseHandle, leaseOwner: string, items: re
   }
   if (items.length === 1 && !settles) {
     const [{ id, outcome }] = items as [FinishItem]
-    return (await finishJob(handle.db, id, leaseOwner, outcome, nowMs)) ? [id] : []
+    return (await finishJob(handle.db, id, leaseOwner, outcome, nowMs, events)) ? [id] : []
   }
   if (handle.dialect === 'sqlite') {
     // One writer at a time: UPDATE … RETURNING names exactly the rows written; with budgets the
-    // usage rows are added in the same transaction.
+    // usage rows, and with events their outbox rows, are added in the same transaction.
     const write = async (db: Db) => (await finishManyQuery(db, leaseOwner, items, nowMs).returning('id').execute()).map((r) => Number(r.id))
-    if (!settles) return write(handle.db)
+    if (!settles && !events) return write(handle.db)
     return handle.db.transaction().execute(async (trx) => {
       const written = await write(trx)
-      await settle(trx, written)
+      if (settles) await settle(trx, written)
+      if (events) await recordTerminalEvents(trx, written, nowMs)
       return written
     })
   }
@@ -322,6 +340,7 @@ async function finishChunk(handle: DatabaseHandle, leaseOwner: string, items: re
       throw new Error(`finishJobs: locked ${heldIds.size} rows but the update wrote ${Number(r.numUpdatedRows)}; rolled back`)
     }
     if (settles) await settle(trx, heldIds)
+    if (events) await recordTerminalEvents(trx, heldIds, nowMs)
     return [...heldIds]
   }))
 }
@@ -394,6 +413,8 @@ export interface ReapOptions {
   limit?: number
   /** With budgets: a job failed here is settled in the same transaction (its dialect picks the upsert). */
   settle?: Pick<DatabaseHandle, 'dialect'>
+  /** With events to WordPress: a job failed here gets its outbox row in the same transaction. */
+  events?: boolean
 }
 
 /**
@@ -438,10 +459,12 @@ export async function reapExpiredLeases(db: Db, nowMs: number, options: ReapOpti
       .where('id', '=', row.id).where('status', '=', 'running').where('lease_expires_at', '<', now)
     q = row.lease_owner === null ? q.where('lease_owner', 'is', null) : q.where('lease_owner', '=', row.lease_owner)
     const settle = spent && options.settle ? options.settle : undefined
-    const written = settle
-      ? await (db as Kysely<Database>).transaction().execute(async (trx) => {
+    const announce = spent && options.events === true
+    const written = settle || announce
+      ? await inTransaction(db, async (trx) => {
         const changed = Number((await trx.executeQuery(q.compile())).numAffectedRows ?? 0) === 1
-        if (changed) await addUsage(settle, trx, [{ ownerKey: row.owner_key, userId: Number(row.user_id), createdAt: row.created_at, tokens: Number(row.billed_tokens), unmeteredCalls: 0, jobs: 1 }])
+        if (changed && settle) await addUsage(settle, trx, [{ ownerKey: row.owner_key, userId: Number(row.user_id), createdAt: row.created_at, tokens: Number(row.billed_tokens), unmeteredCalls: 0, jobs: 1 }])
+        if (changed && announce) await recordTerminalEvents(trx, [Number(row.id)], nowMs)
         return changed
       })
       : Number((await q.executeTakeFirst()).numUpdatedRows) === 1
@@ -480,8 +503,19 @@ function cancelQuery(db: Db, id: number, nowMs: number) {
   }).where('id', '=', id).where('status', 'in', ['pending', 'running'])
 }
 
-/** Cancels a pending or running job; returns the job as it is afterwards, or undefined if missing. */
-export async function cancelJob(db: Db, id: number, nowMs: number): Promise<{ changed: boolean; row: JobRow | undefined }> {
+/**
+ * Cancels a pending or running job; returns the job as it is afterwards, or undefined if missing.
+ * `events`: the outbox row for WordPress is written in the same transaction.
+ */
+export async function cancelJob(db: Db, id: number, nowMs: number, events = false): Promise<{ changed: boolean; row: JobRow | undefined }> {
+  if (events) {
+    return inTransaction(db, async (trx) => {
+      const r = await cancelQuery(trx, id, nowMs).executeTakeFirst()
+      const changed = Number(r.numUpdatedRows) === 1
+      if (changed) await recordTerminalEvents(trx, [id], nowMs)
+      return { changed, row: await findJob(trx, id) }
+    })
+  }
   const r = await cancelQuery(db, id, nowMs).executeTakeFirst()
   return { changed: Number(r.numUpdatedRows) === 1, row: await findJob(db, id) }
 }
@@ -490,7 +524,7 @@ export async function cancelJob(db: Db, id: number, nowMs: number): Promise<{ ch
  * cancelJob with budgets: the job's reservation is released and what it cost so far goes to the
  * usage table, in the same transaction (a job canceled before any provider call is charged 0).
  */
-export async function cancelJobSettled(handle: Pick<DatabaseHandle, 'db' | 'dialect'>, id: number, nowMs: number): Promise<{ changed: boolean; row: JobRow | undefined; settled?: Settled }> {
+export async function cancelJobSettled(handle: Pick<DatabaseHandle, 'db' | 'dialect'>, id: number, nowMs: number, events = false): Promise<{ changed: boolean; row: JobRow | undefined; settled?: Settled }> {
   return handle.db.transaction().execute(async (trx) => {
     let before = trx.selectFrom('ai_jobs').selectAll().where('id', '=', id).where('status', 'in', ['pending', 'running'])
     if (handle.dialect === 'mysql') before = before.forUpdate()
@@ -498,6 +532,7 @@ export async function cancelJobSettled(handle: Pick<DatabaseHandle, 'db' | 'dial
     const changed = open !== undefined && Number((await cancelQuery(trx, id, nowMs).executeTakeFirst()).numUpdatedRows) === 1
     const settled = changed ? settledOf(open) : undefined
     if (settled) await addUsage(handle, trx, [{ ownerKey: settled.ownerKey, userId: settled.userId, createdAt: settled.createdAt, tokens: settled.billed, unmeteredCalls: 0, jobs: 1 }])
+    if (changed && events) await recordTerminalEvents(trx, [id], nowMs)
     return { changed, row: await findJob(trx, id), ...(settled ? { settled } : {}) }
   })
 }
@@ -655,6 +690,8 @@ export interface WebhookDelivery {
    * when it reported none) settle the job in the same transaction.
    */
   settle?: { dialect: DatabaseHandle['dialect']; tokens: (reserved: number) => number; unmetered: boolean }
+  /** With events to WordPress: the job's outbox row is written in the same transaction. */
+  events?: boolean
 }
 
 /**
@@ -701,6 +738,7 @@ export async function completeFromWebhook(db: Kysely<Database>, delivery: Webhoo
     if (delivery.attempt !== undefined) q = q.where('dispatch_attempt', '=', delivery.attempt)
     const r = await q.executeTakeFirst()
     if (Number(r.numUpdatedRows) !== 1) return { outcome: 'ignored' }
+    if (delivery.events) await recordTerminalEvents(trx, [delivery.jobId], delivery.nowMs)
     if (!settle || !open) return { outcome: 'changed' }
     const settled = { ...settledOf(open), billed: Number(open.billed_tokens) + billed }
     await addUsage(settle, trx, [{ ownerKey: settled.ownerKey, userId: settled.userId, createdAt: settled.createdAt, tokens: settled.billed, unmeteredCalls: settle.unmetered ? 1 : 0, jobs: 1 }])

@@ -82,6 +82,33 @@ export interface ArchiveRunsTable {
 /** `writing`: the file may be partial; `written`: it is durable, its rows not yet deleted; `done`. */
 export type ArchiveBatchState = 'writing' | 'written' | 'done'
 
+export type EventType = 'job.succeeded' | 'job.failed' | 'job.canceled'
+export type EventStatus = 'pending' | 'delivered' | 'failed'
+
+/** `{prefix}ai_events`: the outbox of events to WordPress (SPEC §10), one row per terminal transition. */
+export interface EventsTable {
+  id: Generated<number>
+  job_id: number
+  /** The job's `version` right after the transition this row announces. */
+  job_version: number
+  type: EventType
+  /** `msg_` + random: the same on every try of this event, new for every transition. */
+  webhook_id: string
+  status: EventStatus
+  attempts: ColumnType<number, number | undefined, number>
+  /** When the next try is due; a claim moves it past the try's timeout, so a crashed try comes due again. */
+  next_attempt_at: DbTime
+  /** A try that fails after this is the last: 24 h after the transition, or after an admin's resend. */
+  give_up_at: DbTime
+  /** The claim that owns the try in flight; every write of its outcome is fenced on it. */
+  lease_token: string | null
+  last_error: string | null
+  /** The receiver's HTTP status on the last try; null when no answer came. */
+  last_status: number | null
+  created_at: DbTime
+  delivered_at: DbTime | null
+}
+
 /** WordPress's own tables, read only. */
 export interface UsersTable {
   ID: number
@@ -116,6 +143,7 @@ export interface Database {
   ai_webhook_receipts: WebhookReceiptsTable
   ai_usage: UsageTable
   ai_archive_runs: ArchiveRunsTable
+  ai_events: EventsTable
   users: UsersTable
   usermeta: UserMetaTable
   options: OptionsTable

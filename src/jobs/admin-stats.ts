@@ -1,6 +1,7 @@
 import type { WordPressAuthenticator } from '../auth/authenticate.js'
 import type { Budgets } from '../budgets/budgets.js'
 import type { DatabaseHandle } from '../db/database.js'
+import { countEvents } from '../db/events-repository.js'
 import { jobsByDay, latencySamples } from '../db/jobs-repository.js'
 import type { JobStatus } from '../db/schema.js'
 import { ApiError } from '../errors.js'
@@ -52,10 +53,11 @@ export interface AdminStats {
    */
   budgets: { top_users: BudgetUse[] } | null
   /**
-   * The outbox of events to WordPress (SPEC §10): `{ pending, failed }`, the deliveries still to be
-   * tried and those that gave up. `null` while AI_EVENTS_URL is unset (the page shows nothing).
+   * The outbox of events to WordPress (SPEC §10): `{ pending, failed, delivered }`, the deliveries
+   * still to be tried, those that gave up, and those delivered (kept 7 days). `null` while
+   * AI_EVENTS_URL is unset (the page shows nothing).
    */
-  deliveries: { pending: number; failed: number } | null
+  deliveries: { pending: number; failed: number; delivered: number } | null
 }
 
 export interface StatsRange {
@@ -69,6 +71,7 @@ export interface StatsServices {
   providers: Pick<ProviderRegistry, 'breakers'>
   budgets: Budgets | undefined
   auth: { readonly wordpress: WordPressAuthenticator | undefined }
+  config: { readonly eventsUrl: string | undefined }
 }
 
 const startOfUtcDay = (ms: number) => Math.floor(ms / DAY_MS) * DAY_MS
@@ -139,7 +142,7 @@ export async function readAdminStats(services: StatsServices, range: StatsRange)
       open_until: b.openUntil === undefined ? null : new Date(b.openUntil).toISOString(),
     })),
     budgets: services.budgets ? { top_users: await services.budgets.topUsers(10, rolesOf(services)) } : null,
-    deliveries: null,
+    deliveries: services.config.eventsUrl ? await countEvents(services.db.db) : null,
   }
 }
 

@@ -51,6 +51,8 @@ export interface DecisionWriterOptions {
   onUsage?: (usage: AttemptUsage) => void
   /** Results over RESULT_INLINE_MAX_BYTES are stored here before the row is written (SPEC §12). */
   results?: LargeResults | undefined
+  /** Events to WordPress are on: every terminal write adds its outbox row in the same transaction (SPEC §10). */
+  events?: boolean
 }
 
 /**
@@ -80,9 +82,10 @@ export class DecisionWriter {
 
   constructor(private readonly options: DecisionWriterOptions) {
     const { db, clock, leaseOwner } = options
+    const events = options.events === true
     this.finisher = new FinishBatcher({
-      writeBatch: (items) => finishJobs(db, leaseOwner, items, clock.now()),
-      writeOne: async (item: FinishItem) => (await finishJobs(db, leaseOwner, [item], clock.now())).has(item.id),
+      writeBatch: (items) => finishJobs(db, leaseOwner, items, clock.now(), events),
+      writeOne: async (item: FinishItem) => (await finishJobs(db, leaseOwner, [item], clock.now(), events)).has(item.id),
     })
   }
 

@@ -9,12 +9,14 @@ import type { JobServices } from './services.js'
  * `canceled`, and the replica running it (this one, or another through the cancel event) aborts
  * the provider call. A terminal job is a 409.
  */
-export async function cancelJob(services: Pick<JobServices, 'db' | 'clock' | 'pool' | 'jobEvents' | 'budgets'>, principal: Principal, id: number): Promise<JobRow> {
+export async function cancelJob(services: Pick<JobServices, 'db' | 'clock' | 'pool' | 'jobEvents' | 'budgets' | 'config'>, principal: Principal, id: number): Promise<JobRow> {
   await readVisibleJob(services, principal, id)
+  // With events to WordPress, the cancel's outbox row commits with it (SPEC §10).
+  const events = services.config.eventsUrl !== undefined
   // With budgets the reservation is released and what was spent so far settled, in one transaction.
   const { changed, row, settled }: Awaited<ReturnType<typeof cancelJobSettled>> = services.budgets
-    ? await cancelJobSettled(services.db, id, services.clock.now())
-    : await cancelJobRow(services.db.db, id, services.clock.now())
+    ? await cancelJobSettled(services.db, id, services.clock.now(), events)
+    : await cancelJobRow(services.db.db, id, services.clock.now(), events)
   if (settled) await services.budgets?.settled([settled])
   if (!row) throw notFound()
   if (!changed) throw new ApiError('ai_job_finished', `The job has already ${row.status === 'canceled' ? 'been canceled' : row.status}.`)

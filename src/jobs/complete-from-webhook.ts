@@ -96,6 +96,7 @@ export async function completeFromWebhook(services: Pick<JobServices, 'db' | 'st
         workerMs: workerMsOf(row, now),
       },
       nowMs: now,
+      events: config.eventsUrl !== undefined,
       ...(services.budgets ? { settle: { dialect: db.dialect, tokens: (reserved: number) => reported ?? reserved, unmetered: reported === undefined } } : {}),
     })
   } catch (err) {

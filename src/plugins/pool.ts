@@ -75,6 +75,7 @@ export const poolPlugin = fp<PoolPluginOptions>(async (app, options) => {
     },
     budgets: app.budgets,
     results: app.results,
+    events: config.eventsUrl !== undefined,
     onUsage: (usage) => {
       for (const call of usage.calls) {
         if (!call.reported) continue
@@ -94,7 +95,7 @@ export const poolPlugin = fp<PoolPluginOptions>(async (app, options) => {
     onError,
   })
   const reaper = new Reaper({
-    db, clock, log, maxAttempts: config.jobMaxAttempts, everyMs: options.reapEveryMs ?? 5_000, budgets: app.budgets,
+    db, clock, log, maxAttempts: config.jobMaxAttempts, everyMs: options.reapEveryMs ?? 5_000, budgets: app.budgets, events: config.eventsUrl !== undefined,
     onReaped: (ids) => {
       for (const id of ids) jobEvents.changed(id)
       pool.wake()

@@ -2,14 +2,16 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { FastifyInstance } from 'fastify'
 import Type from 'typebox'
 import { Readable } from 'node:stream'
+import { listEvents, resendEvent } from '../db/events-repository.js'
 import { listJobs, streamUsage, type UsageGroup, type UsageRow } from '../db/jobs-repository.js'
+import { decodeEventCursor, encodeEventCursor, toEventResponse } from '../events/event-response.js'
 import { ApiError } from '../errors.js'
 import { readAdminStats, STATS_DEFAULT_DAYS, STATS_MAX_DAYS, statsRange } from '../jobs/admin-stats.js'
 import { cancelJob } from '../jobs/cancel-job.js'
 import { toJobResponse } from '../jobs/job-response.js'
 import { jobIdOf } from '../jobs/read-job.js'
 import { retryJob } from '../jobs/retry-job.js'
-import { AdminJobList, AdminJobsQuery, AdminStats, AdminStatsQuery, UsageCsvQuery } from '../schemas/admin.js'
+import { AdminEvent, AdminEventList, AdminEventsQuery, AdminJobList, AdminJobsQuery, AdminStats, AdminStatsQuery, EventIdParams, UsageCsvQuery } from '../schemas/admin.js'
 import { errorResponses, JobIdParams } from '../schemas/common.js'
 import { decodeCursor, page } from './cursor.js'
 
@@ -92,6 +94,43 @@ export async function adminRoutes(fastify: FastifyInstance): Promise<void> {
   }, async (request) => {
     const row = await cancelJob(app, request.principal, jobIdOf(request.params.id))
     return toJobResponse(row, app.resultLinks.forRow(row))
+  })
+
+  app.get('/admin/events', {
+    config: { auth: 'admin', noStore: true },
+    schema: {
+      summary: 'Events to WordPress and their deliveries', tags: ['admin'],
+      description: 'The outbox of SPEC §10, newest first, filtered by `status` (pending, delivered, failed). Delivered events are kept 7 days; failed ones until resent.',
+      querystring: AdminEventsQuery,
+      response: { 200: AdminEventList, ...errorResponses },
+    },
+  }, async (request) => {
+    const q = request.query
+    const limit = q.limit ?? 20
+    const beforeId = q.cursor === undefined ? undefined : decodeEventCursor(q.cursor)
+    if (q.cursor !== undefined && beforeId === undefined) {
+      throw new ApiError('ai_invalid_request', 'cursor: is not a cursor this API returned', { details: { field: 'cursor', reason: 'malformed' } })
+    }
+    const rows = await listEvents(app.db.db, { limit: limit + 1, ...(q.status ? { status: q.status } : {}), ...(beforeId ? { beforeId } : {}) })
+    const shown = rows.slice(0, limit)
+    return { events: shown.map(toEventResponse), next_cursor: rows.length > limit ? encodeEventCursor(Number(shown[shown.length - 1]!.id)) : null }
+  })
+
+  app.post('/admin/events/:id/resend', {
+    config: { auth: 'admin', noStore: true },
+    schema: {
+      summary: 'Send an event to WordPress again', tags: ['admin'],
+      description: 'The event is pending and due now, its attempts start over and it is retried for another 24 h. It keeps its webhook-id, so a WordPress that already handled it acknowledges it without running its hooks again.',
+      params: EventIdParams,
+      body: Type.Union([Type.Null(), Type.Object({})], { description: 'no body is needed' }),
+      response: { 200: AdminEvent, ...errorResponses },
+    },
+  }, async (request) => {
+    const id = Number(request.params.id)
+    const row = Number.isSafeInteger(id) ? await resendEvent(app.db.db, id, app.clock.now()) : undefined
+    if (!row) throw new ApiError('ai_not_found', 'No event with that id.')
+    app.outbox?.wake()
+    return toEventResponse(row)
   })
 
   app.get('/admin/stats', {

@@ -70,5 +70,38 @@ export const AdminStats = Type.Object({
       reserved: Count,
     })),
   }, { description: 'null when no budgets are configured' })),
-  deliveries: Nullable(Type.Object({ pending: Count, failed: Count }, { description: 'events to WordPress; null when they are off' })),
+  deliveries: Nullable(Type.Object({ pending: Count, failed: Count, delivered: Count }, { description: 'events to WordPress by delivery status (delivered ones are kept 7 days); null when they are off' })),
+})
+
+export const EventStatus = Type.Union([Type.Literal('pending'), Type.Literal('delivered'), Type.Literal('failed')], { 'x-error': 'must be pending, delivered or failed' })
+
+export const AdminEventsQuery = Type.Object({
+  status: Type.Optional(EventStatus),
+  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, default: 20, 'x-error': 'must be a whole number from 1 to 100' })),
+  cursor: Type.Optional(Type.String()),
+})
+
+export const EventIdParams = Type.Object({
+  id: Type.String({ pattern: '^[1-9][0-9]{0,15}$', description: 'the event id' }),
+})
+
+/** One event to WordPress and how its delivery stands (SPEC §10). */
+export const AdminEvent = Type.Object({
+  id: Type.Integer({ minimum: 1 }),
+  job_id: Type.Integer({ minimum: 1 }),
+  type: Type.Union([Type.Literal('job.succeeded'), Type.Literal('job.failed'), Type.Literal('job.canceled')]),
+  webhook_id: Type.String({ description: 'the Standard Webhooks id, the same on every try of this event' }),
+  status: EventStatus,
+  attempts: Count,
+  next_attempt_at: Nullable(IsoTime),
+  give_up_at: IsoTime,
+  last_status: Nullable(Type.Integer({ description: "the receiver's HTTP status on the last try" })),
+  last_error: Nullable(Type.String()),
+  created_at: IsoTime,
+  delivered_at: Nullable(IsoTime),
+})
+
+export const AdminEventList = Type.Object({
+  events: Type.Array(AdminEvent),
+  next_cursor: Nullable(Type.String()),
 })

@@ -15,6 +15,8 @@ export interface ReaperOptions {
   onReaped?: (ids: number[]) => void
   /** Token budgets: a job failed here is settled (SPEC §8). */
   budgets?: Budgets | undefined
+  /** Events to WordPress are on: a job failed here gets its outbox row in the same transaction. */
+  events?: boolean
   onError?: (err: unknown) => void
 }
 
@@ -45,7 +47,7 @@ export class Reaper {
     const { db, clock, maxAttempts, log } = this.options
     try {
       const r = await reapExpiredLeases(db.db, clock.now(), {
-        maxAttempts, backoffMs: (attempts) => jobBackoffMs(attempts, clock.random()), ...(this.options.budgets ? { settle: db } : {}),
+        maxAttempts, backoffMs: (attempts) => jobBackoffMs(attempts, clock.random()), ...(this.options.budgets ? { settle: db } : {}), events: this.options.events === true,
       })
       if (r.settled.length > 0) await this.options.budgets?.settled(r.settled)
       if (r.ids.length > 0) {

@@ -15,6 +15,7 @@ import { runArchive } from '../../src/lifecycle/archive.js'
 import { readArchiveRows } from '../../src/lifecycle/archive-files.js'
 import { eraseUser } from '../../src/lifecycle/privacy.js'
 import { bearer, DIALECTS, freshDatabase, testConfig } from '../helpers.js'
+import { EVENTS_SECRET, startEventsReceiver, type EventsReceiver } from '../support/events-receiver.js'
 import { RUN } from '../support/run-tag.js'
 
 const BASE = '/wp-json/ai/v1'
@@ -26,17 +27,21 @@ describe.each(DIALECTS)('stored results through archive and erase (%s)', (dialec
   const archive = mkdtempSync(join(tmpdir(), `gw_lcarc_${dialect}_`))
   let app: FastifyInstance
   let cleanup: () => Promise<void>
+  let receiver: EventsReceiver
 
   beforeAll(async () => {
     const db = await freshDatabase(dialect, `gw_lcres_${dialect}_${RUN}`)
     cleanup = db.cleanup
+    receiver = await startEventsReceiver()
     app = await buildApp(testConfig({
       DATABASE_URL: db.url, RATE_LIMIT_MAX: '0', DEDUPE_WINDOW_SECONDS: '0',
+      AI_EVENTS_URL: receiver.url, AI_EVENTS_SECRET: EVENTS_SECRET,
       REQUEST_MAX_BYTES: '200000', RESULT_INLINE_MAX_BYTES: '1024', RESULT_STORE_DIR: results,
     }), { logger: false, startWorkers: false, clock })
   })
   afterAll(async () => {
     await app?.close()
+    await receiver?.close()
     await cleanup?.()
     rmSync(results, { recursive: true, force: true })
     rmSync(archive, { recursive: true, force: true })
@@ -55,18 +60,27 @@ describe.each(DIALECTS)('stored results through archive and erase (%s)', (dialec
     return id
   }
 
+  it('an event to WordPress carries a stored result inline, with no link', async () => {
+    const id = await bigJob('800', 'announced')
+    await app.outbox!.runOnce()
+    const event = receiver.received.find((e) => e.json.job.job_id === id)
+    expect(event?.json.type).toBe('job.succeeded')
+    expect((event!.json.job.result as { output: string }).output).toBe('announced '.repeat(300))
+    expect(event!.json.job).not.toHaveProperty('result_url')
+  })
+
   it('archives a stored result inside its line and deletes its file', async () => {
     const id = await bigJob('801', 'archived')
-    expect(storedFiles()).toHaveLength(1)
+    expect(storedFiles()).toHaveLength(2)
     clock.advance(31 * DAY)
     const report = await runArchive(app.db, { ...app.lifecycle.hooks, cutoffMs: clock.now() - 30 * DAY, dir: archive, now: () => clock.now() })
-    expect(report).toMatchObject({ archived: 1 })
+    // The announced job is archived too (both are over 30 days old now).
+    expect(report).toMatchObject({ archived: 2 })
     expect(await findJob(app.db.db, id)).toBeUndefined()
     expect(storedFiles()).toHaveLength(0)
     const files = readdirSync(archive).filter((f) => f.endsWith('.jsonl.gz'))
     const rows = (await Promise.all(files.map((f) => readArchiveRows(join(archive, f))))).flat()
-    expect(rows).toHaveLength(1)
-    const line = rows[0] as { id: number; result_inline: { output: string } }
+    const line = rows.find((r) => Number(r.id) === id) as { id: number; result_inline: { output: string } }
     expect(Number(line.id)).toBe(id)
     expect(line.result_inline.output).toBe('archived '.repeat(300))
   })

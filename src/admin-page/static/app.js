@@ -461,8 +461,68 @@ function deliveriesCard(deliveries) {
   return [h('dl', { class: 'figures' },
     h('div', {}, h('dt', {}, 'pending'), h('dd', {}, formatNumber(deliveries.pending))),
     h('div', {}, h('dt', {}, 'failed'), h('dd', { class: deliveries.failed > 0 ? 'bad' : null }, formatNumber(deliveries.failed))),
+    h('div', {}, h('dt', {}, 'delivered'), h('dd', {}, formatNumber(deliveries.delivered))),
   )]
 }
+
+// ---------------------------------------------------------------------------------------------
+// Events to WordPress: the failed and pending deliveries, each with a resend button.
+
+const EVENT_STATUSES = ['pending', 'delivered', 'failed']
+const eventsSection = document.getElementById('events-section')
+const eventsBody = document.getElementById('events-body')
+const eventsEmpty = document.getElementById('events-empty')
+let eventsGeneration = 0
+
+/** The receiver's last answer: its HTTP status and the start of its error, as text. */
+function lastAnswer(event) {
+  const status = event.last_status === null || event.last_status === undefined ? 'no answer' : `HTTP ${event.last_status}`
+  return typeof event.last_error === 'string' && event.last_error !== '' ? `${status}: ${event.last_error}` : status
+}
+
+function eventRow(event) {
+  const status = EVENT_STATUSES.includes(event.status) ? event.status : 'unknown'
+  const answer = event.attempts > 0 ? lastAnswer(event) : 'not tried yet'
+  return h('tr', { 'data-event-id': event.id, 'data-status': status },
+    h('td', { class: 'num', title: event.webhook_id }, event.id),
+    h('td', { class: 'num' }, event.job_id),
+    h('td', { class: 'model' }, event.type),
+    h('td', {}, h('span', { class: `badge event-${status}` }, status)),
+    h('td', { class: 'num' }, event.attempts),
+    h('td', { class: status === 'failed' ? 'detail error' : 'detail', title: answer.length > DETAIL_CHARS ? answer : null }, clip(answer)),
+    h('td', { class: 'time' }, event.next_attempt_at ? shortTime(event.next_attempt_at) : '–'),
+    h('td', { class: 'actions' }, h('button', { type: 'button', class: 'secondary', 'data-action': 'resend' }, 'Resend')),
+  )
+}
+
+async function loadEvents() {
+  const mine = ++eventsGeneration
+  try {
+    const [failed, pending] = await Promise.all([api('/admin/events?status=failed&limit=50'), api('/admin/events?status=pending&limit=50')])
+    if (mine !== eventsGeneration) return
+    eventsBody.replaceChildren(...[...failed.events, ...pending.events].map(eventRow))
+    eventsEmpty.hidden = eventsBody.rows.length > 0
+  } catch (err) {
+    if (mine === eventsGeneration) say(`The event deliveries could not be loaded: ${explain(err)}`, 'error')
+  }
+}
+
+eventsBody.addEventListener('click', async (event) => {
+  const button = event.target instanceof Element ? event.target.closest('button[data-action="resend"]') : null
+  if (!button) return
+  const row = button.closest('tr')
+  const id = row.dataset.eventId
+  button.disabled = true
+  try {
+    const sent = await api(`/admin/events/${encodeURIComponent(id)}/resend`, { method: 'POST', body: {} })
+    row.replaceWith(eventRow(sent))
+    say(`Event ${id} will be sent again now.`)
+    loadStatsSoon()
+  } catch (err) {
+    button.disabled = false
+    say(`Event ${id} could not be resent: ${explain(err)}`, 'error')
+  }
+})
 
 function fill(id, nodes) {
   document.getElementById(id).replaceChildren(...nodes)
@@ -477,6 +537,8 @@ function renderStats(stats) {
   fill('chart-breakers', breakersTable(stats.breakers))
   fill('chart-budgets', budgetsChart(stats.budgets))
   fill('chart-deliveries', deliveriesCard(stats.deliveries))
+  eventsSection.hidden = stats.deliveries === null || stats.deliveries === undefined
+  if (!eventsSection.hidden) loadEvents()
 }
 
 let statsGeneration = 0
