@@ -11,6 +11,7 @@ export const OpenAiError = Type.Object({
     type: Type.String({ examples: ['invalid_request_error'] }),
     code: Nullable(Type.String({ examples: ['model_not_found'] })),
     param: Nullable(Type.String({ description: 'the request field a 400 is about' })),
+    budget: Type.Optional(Type.Object({}, { additionalProperties: true, description: 'with insufficient_quota: the budget that is used up (scope, window, limit, used, reserved, resets_at)' })),
   }),
 }, { $id: 'OpenAiError', description: 'The OpenAI error shape' })
 
