@@ -50,10 +50,11 @@ export async function openAiRoutes(fastify: FastifyInstance): Promise<void> {
     return reply.code(404).send(answer.body)
   })
 
-  // Streamed calls end when the app closes (SIGTERM); their jobs go on.
+  // Calls end when the app closes (SIGTERM); their jobs go on.
   const open = new Set<() => void>()
+  const waiting = new Set<() => void>()
   app.addHook('preClose', async () => {
-    for (const end of [...open]) end()
+    for (const end of [...open, ...waiting]) end()
   })
 
   app.get('/models', {
@@ -122,10 +123,17 @@ export async function openAiRoutes(fastify: FastifyInstance): Promise<void> {
     })
 
     if (!call.stream) {
+      // At shutdown the wait ends with a 503 the SDKs retry: the same body then finds the same
+      // job (the dedupe window, or its Idempotency-Key) on another replica.
+      const closing = () => gone.abort('shutdown')
+      waiting.add(closing)
       const end = await followJob(app, jobId, { signal: gone.signal, ...(known ? { known } : {}) }).catch((err: unknown) => {
         if (err instanceof FollowAborted) return null
         throw err
-      })
+      }).finally(() => waiting.delete(closing))
+      if (end === null && gone.signal.reason === 'shutdown') {
+        throw new ApiError('ai_unavailable', `This gateway is shutting down; job ${jobId} goes on. Send the same request again to wait for it elsewhere.`, { headers: { 'Retry-After': '1', ...headers } })
+      }
       if (end === null) return reply.hijack()
       reply.headers(headers)
       if (end?.status === 'succeeded') return reply.code(200).type('application/json').send(chatCompletion(end))
@@ -180,7 +188,9 @@ export async function openAiRoutes(fastify: FastifyInstance): Promise<void> {
       send(body)
       finish()
     }
+    // At shutdown: the stream cannot move elsewhere, so it says why it ends.
     const stop = () => {
+      send(openAiError(`This gateway is shutting down; job ${o.jobId} goes on: read its result on GET /jobs/${o.jobId}.`, 'api_error', 'service_unavailable'))
       o.signal.abort()
       finish()
     }

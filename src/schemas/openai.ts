@@ -58,7 +58,7 @@ export const ChatCompletionBody = Type.Object({
     include_usage: Type.Optional(Nullable(Type.Boolean({ 'x-error': 'must be true or false' }))),
   }, { additionalProperties: true }))),
   n: Type.Optional(Nullable(Type.Integer({ minimum: 1, maximum: 1, 'x-error': 'only 1 is supported' }))),
-  user: Type.Optional(Type.String({ description: 'accepted and ignored' })),
+  user: Type.Optional(Nullable(Type.String({ description: 'accepted and ignored' }))),
 }, { additionalProperties: true })
 export type ChatCompletionBody = Type.Static<typeof ChatCompletionBody>
 

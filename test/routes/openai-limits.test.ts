@@ -22,6 +22,7 @@ describe('the OpenAI-compatible endpoint under limits (MariaDB)', () => {
   let fake: FakeProvider
   let cleanup: () => Promise<void>
   let baseURL: string
+  let env: Record<string, string>
   let seq = 0
   const freshUser = async () => signToken({ sub: String(2000 + ++seq) })
   const clientFor = (apiKey: string, options: Partial<ConstructorParameters<typeof OpenAI>[0]> = {}) => new OpenAI({ apiKey, baseURL, maxRetries: 0, ...options })
@@ -40,7 +41,7 @@ describe('the OpenAI-compatible endpoint under limits (MariaDB)', () => {
     })
     const db = await freshDatabase('mysql', `gw_openai_limits_${RUN}`)
     cleanup = db.cleanup
-    app = await buildApp(testConfig({
+    env = {
       DATABASE_URL: db.url, REDIS_URL, WP_TABLE_PREFIX: `wpol${RUN}_`, RATE_LIMIT_MAX: '3', JOB_MAX_ATTEMPTS: '1',
       AI_MODELS: JSON.stringify({
         'echo-slow': { provider: 'echo', delay_ms: 1500 },
@@ -50,7 +51,8 @@ describe('the OpenAI-compatible endpoint under limits (MariaDB)', () => {
       // A call reserves its input plus max_tokens (or the model's cap, 4096): without a small
       // max_tokens no call fits in 1,000 tokens a day.
       AI_BUDGETS: JSON.stringify({ default: { tokens_per_day: 1000 } }),
-    }), { logger: false })
+    }
+    app = await buildApp(testConfig(env), { logger: false })
     await app.listen({ port: 0, host: '127.0.0.1' })
     baseURL = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}${BASE}/openai`
   })
@@ -148,5 +150,34 @@ describe('the OpenAI-compatible endpoint under limits (MariaDB)', () => {
       return row?.status === 'succeeded' ? row : undefined
     }, 15_000, 'the job to succeed')
     expect(JSON.parse(done.result_json!).output).toBe('Goodbye world')
+  })
+
+  it('a replica shutting down answers a waiting call 503; the SDK\'s retry waits for the same job on another replica', async () => {
+    const token = await freshUser()
+    const userId = 2000 + seq
+    // Replica A takes the call and runs nothing; this file's app runs the jobs and takes the retry.
+    const replica = await buildApp(testConfig({ ...env, WORKER_CONCURRENCY: '0' }), { logger: false, migrate: false })
+    await replica.listen({ port: 0, host: '127.0.0.1' })
+    const replicaUrl = `http://127.0.0.1:${(replica.server.address() as AddressInfo).port}${BASE}/openai`
+    const statuses: number[] = []
+    let calls = 0
+    const balancing: typeof fetch = async (url, init) => {
+      const target = calls++ === 0 ? String(url).replace(baseURL, replicaUrl) : String(url)
+      const res = await fetch(target, init)
+      statuses.push(res.status)
+      return res
+    }
+    const sdk = clientFor(token, { maxRetries: 2, fetch: balancing })
+    const pending = sdk.chat.completions.create({ model: 'gpt-hold', messages: [{ role: 'user', content: 'move me' }], max_tokens: 5 }).withResponse()
+    await waitFor(() => (fake.heldCount > 0 && replica.jobWatcher.size > 0 ? true : undefined), 10_000, 'the call to wait on replica A')
+    await replica.close()
+    await waitFor(() => (statuses.length > 0 ? true : undefined), 10_000, 'replica A to answer')
+    expect(statuses[0]).toBe(503)
+    await waitFor(() => (app.jobWatcher.size > 0 ? true : undefined), 10_000, 'the retry to wait here')
+    fake.release()
+    const { data, response } = await pending
+    expect(data.choices[0]!.message.content).toBe('released')
+    expect(response.headers.get('idempotent-replayed')).toBe('true')
+    expect(await jobsOf(userId)).toHaveLength(1)
   })
 })
