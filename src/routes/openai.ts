@@ -94,6 +94,12 @@ export async function openAiRoutes(fastify: FastifyInstance): Promise<void> {
     await mayCreate(principal)
     const call = readChatCall(request.body, app.requestRules)
 
+    // The client going away (even while the job is being created) stops the wait; the job goes on (its result is on GET /jobs/:id).
+    const gone = new AbortController()
+    reply.raw.on('close', () => {
+      if (!reply.raw.writableFinished) gone.abort()
+    })
+
     // A streamed call is an open stream of its owner's (SPEC §8), counted before any job is made.
     const slotKey = `streams:${principal.ownerKey}`
     const slot = randomUUID()
@@ -115,12 +121,6 @@ export async function openAiRoutes(fastify: FastifyInstance): Promise<void> {
     const headers: Record<string, string> = { Location: jobUrl(jobId) }
     if (result.kind === 'replayed') headers['Idempotent-Replayed'] = 'true'
     else if (result.rateLimit) Object.assign(headers, rateLimitHeaders(result.rateLimit))
-
-    // The client going away stops the wait; the job goes on (its result is on GET /jobs/:id).
-    const gone = new AbortController()
-    reply.raw.on('close', () => {
-      if (!reply.raw.writableFinished) gone.abort()
-    })
 
     if (!call.stream) {
       // At shutdown the wait ends with a 503 the SDKs retry: the same body then finds the same
