@@ -27,6 +27,7 @@ import { adminRoutes } from './routes/admin.js'
 import { eventRoutes } from './routes/events.js'
 import { jobResultRoutes } from './routes/job-result.js'
 import { jobRoutes } from './routes/jobs.js'
+import { openAiRoutes } from './routes/openai.js'
 import { opsRoutes } from './routes/ops.js'
 import { privacyRoutes } from './routes/privacy.js'
 import { usageRoutes } from './routes/usage.js'
@@ -36,6 +37,7 @@ import { WpError } from './schemas/common.js'
 import { Job } from './schemas/job.js'
 import type { ResultStore } from './results/result-store.js'
 import type { LifecycleHooks } from './lifecycle/archive.js'
+import { OpenAiError } from './schemas/openai.js'
 import type { Store } from './store/types.js'
 
 export interface AppDeps {
@@ -94,6 +96,7 @@ export function rewritePlainPermalink(url: string, basePath: string): string {
 
 const SECURITY: Record<AuthKind, Record<string, string[]>[]> = {
   user: [{ wordpressCookie: [], wordpressNonce: [] }, { applicationPassword: [] }, { publicToken: [] }],
+  'wordpress-user': [{ wordpressCookie: [], wordpressNonce: [] }, { applicationPassword: [] }, { publicToken: [] }],
   admin: [{ wordpressCookie: [], wordpressNonce: [] }, { applicationPassword: [] }],
   'admin-or-signed': [{ wordpressCookie: [], wordpressNonce: [] }, { applicationPassword: [] }, { signedCall: [] }],
   'admin-page': [{ wordpressCookie: [] }],
@@ -152,6 +155,7 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
     // The OpenAPI document is generated from the same schemas that validate requests.
     app.addSchema(WpError)
     app.addSchema(Job)
+    app.addSchema(OpenAiError)
     app.addHook('onRoute', (route: RouteOptions) => {
       const kind = (route.config as { auth?: AuthKind } | undefined)?.auth ?? 'user'
       if (route.schema) (route.schema as Record<string, unknown>).security = SECURITY[kind]
@@ -189,6 +193,7 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps = {}): Pr
       await api.register(usageRoutes)
       await api.register(adminPageRoutes)
       await api.register(wellKnownRoutes)
+      await api.register(openAiRoutes, { prefix: '/openai' })
       api.get('/openapi.json', {
         config: { auth: 'none' },
         schema: { summary: 'This document (OpenAPI 3.1)', tags: ['meta'], response: { 200: { description: 'OpenAPI 3.1', content: { 'application/json': { schema: { type: 'object', additionalProperties: true } } } } } },

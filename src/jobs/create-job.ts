@@ -54,6 +54,14 @@ async function dedupeHit(deps: CreateServices, storedKey: string, ownerKey: stri
   return row
 }
 
+/** Holds AI_CREATE_CAPABILITY (SPEC §5), asking past the caches before refusing. */
+export async function mayCreate(principal: Principal): Promise<void> {
+  if (principal.canCreate) return
+  // Caches may delay a revocation, never a grant: a capability just given is looked up again.
+  const fresh = principal.recheck ? await principal.recheck() : principal
+  if (!fresh.canCreate) throw new ApiError('ai_forbidden', 'You are not allowed to create AI jobs.')
+}
+
 /**
  * Creates a job, or returns the existing one for a replayed key or a duplicate inside the dedupe
  * window (those never count toward the rate limit).

@@ -15,6 +15,8 @@ import { ApiError } from '../errors.js'
 /**
  * What a route needs of its caller, said once in the route's `config.auth`:
  * - `user`: any authenticated caller (WordPress cookie + nonce, application password, token);
+ * - `wordpress-user`: a WordPress user by any of those methods (a token only with `sub` > 0): a
+ *   visitor's token is refused with 403, so the site's provider key is no open relay (SPEC §11);
  * - `admin`: a WordPress user with AI_ADMIN_CAPABILITY (a token never has it);
  * - `admin-page`: the admin page load: the WordPress logged-in cookie alone (no nonce, as
  *   opening wp-admin; no token or application password) of a user with AI_ADMIN_CAPABILITY.
@@ -26,7 +28,7 @@ import { ApiError } from '../errors.js'
  * - `none`: public (health checks, the JWKS, the OpenAPI document).
  * A route that says nothing is treated as `user`.
  */
-export type AuthKind = 'user' | 'admin' | 'admin-or-signed' | 'admin-page' | 'none' | 'webhook'
+export type AuthKind = 'user' | 'wordpress-user' | 'admin' | 'admin-or-signed' | 'admin-page' | 'none' | 'webhook'
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -137,6 +139,9 @@ export const authPlugin = fp<AuthPluginOptions>(async (app, options) => {
       return
     }
     const principal = await auth.authenticate(request)
+    if (kind === 'wordpress-user' && principal.userId === 0) {
+      throw new ApiError('ai_forbidden', 'Only WordPress users may call this: a visitor token is not accepted here.')
+    }
     request.principal = kind === 'admin' || kind === 'admin-or-signed' ? await asAdmin(principal) : principal
   })
 

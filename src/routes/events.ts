@@ -9,11 +9,11 @@ import { toJobResponse } from '../jobs/job-response.js'
 import { jobIdOf, readVisibleJob } from '../jobs/read-job.js'
 import { errorResponses, JobIdParams } from '../schemas/common.js'
 
-const HEARTBEAT_MS = 15_000
+export const HEARTBEAT_MS = 15_000
 /** SPEC §8: at most 10 open streams per owner, across replicas. */
 export const STREAMS_PER_OWNER = 10
 // A stream's slot is renewed with every heartbeat; one whose replica died frees itself after this.
-const STREAM_SLOT_TTL_MS = 3 * HEARTBEAT_MS
+export const STREAM_SLOT_TTL_MS = 3 * HEARTBEAT_MS
 
 /**
  * `GET /jobs/:id/events` (SPEC §4): Server-Sent Events. `event: status` carries the job JSON on

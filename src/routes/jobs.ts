@@ -1,11 +1,9 @@
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { FastifyInstance, FastifyReply } from 'fastify'
 import Type from 'typebox'
-import type { Principal } from '../auth/principal.js'
 import { listJobs, type JobRow } from '../db/jobs-repository.js'
-import { ApiError } from '../errors.js'
 import { cancelJob } from '../jobs/cancel-job.js'
-import { createJob } from '../jobs/create-job.js'
+import { createJob, mayCreate } from '../jobs/create-job.js'
 import { rateLimitHeaders } from '../jobs/rate-limit.js'
 import { jobEtag, toJobResponse } from '../jobs/job-response.js'
 import { jobIdOf, readVisibleJob } from '../jobs/read-job.js'
@@ -15,13 +13,6 @@ import { decodeCursor, page } from './cursor.js'
 import { ifNoneMatch } from './etag.js'
 
 const JobRef = Type.Ref('Job')
-
-async function mayCreate(principal: Principal): Promise<void> {
-  if (principal.canCreate) return
-  // Caches may delay a revocation, never a grant: a capability just given is looked up again.
-  const fresh = principal.recheck ? await principal.recheck() : principal
-  if (!fresh.canCreate) throw new ApiError('ai_forbidden', 'You are not allowed to create AI jobs.')
-}
 
 /** The job routes of SPEC §4, under `{PUBLIC_URL path}/wp-json/ai/v1`. HTTP only: the lifecycle is in jobs/. */
 export async function jobRoutes(fastify: FastifyInstance): Promise<void> {

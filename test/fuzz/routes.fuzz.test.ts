@@ -3,7 +3,8 @@
  * run) on MariaDB, with WordPress's tables loaded so cookies, nonces and application passwords
  * are real, a few seeded jobs and valid credentials beside the forged ones. For every response:
  * - no 5xx (the database is never cut here);
- * - every 4xx is the WordPress REST shape, with `data.status` equal to the HTTP status;
+ * - every 4xx is the WordPress REST shape, with `data.status` equal to the HTTP status (OpenAI's
+ *   `{ error: { message, type } }` on the OpenAI-compatible routes);
  *   a 204 or 304 has no body;
  * - `X-Request-Id` matches `^[A-Za-z0-9._:-]{1,128}$` (and echoes a valid one the client sent),
  *   `X-Content-Type-Options: nosniff` is there;
@@ -18,6 +19,7 @@
 import fc from 'fast-check'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { rewritePlainPermalink } from '../../src/app.js'
 import { manualClock } from '../../src/clock.js'
 import { openDatabase } from '../../src/db/database.js'
 import { findJob } from '../../src/db/jobs-repository.js'
@@ -34,6 +36,8 @@ if (!Number.isSafeInteger(SEED) || !(SCALE > 0)) throw new Error('FUZZ_SEED must
 console.info(`route fuzzing with seed ${SEED} (FUZZ_SEED=<n> to change it, FUZZ_SCALE=<factor> for more runs)`)
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
+/** A request the gateway routes to its OpenAI-compatible routes (a plain permalink once rewritten). */
+const OPENAI_ROUTE = /^\/wp-json\/ai\/v1\/openai(?:[/?]|$)/
 /** A request that gets no answer in this long is a hang, reported as a failure (never a timing assertion). */
 const ANSWER_WITHIN_MS = 15_000
 
@@ -124,7 +128,12 @@ describe.each<{ dialect: Dialect; share: number }>([
       } catch {
         problems.push('a 4xx whose body is not JSON')
       }
-      if (body && (typeof body.code !== 'string' || typeof body.message !== 'string' || body.data?.status !== status)) {
+      // The OpenAI-compatible routes answer in OpenAI's error shape, which OpenAI SDKs parse (SPEC §11).
+      const openAi = OPENAI_ROUTE.test(rewritePlainPermalink(req.url, ''))
+      const error = (body as { error?: { message?: unknown; type?: unknown } } | undefined)?.error
+      if (openAi) {
+        if (body && (typeof error?.message !== 'string' || typeof error.type !== 'string')) problems.push('a 4xx on /openai/ not in the OpenAI shape { error: { message, type, code, param } }')
+      } else if (body && (typeof body.code !== 'string' || typeof body.message !== 'string' || body.data?.status !== status)) {
         problems.push('a 4xx not in the WordPress REST shape { code, message, data: { status } }')
       }
     }

@@ -66,6 +66,7 @@ describe('GET /openapi.json', () => {
       `POST ${BASE}/webhook`, `GET ${BASE}/.well-known/jwks.json`, `GET ${BASE}/openapi.json`,
       `GET ${BASE}/admin/jobs`, `POST ${BASE}/admin/jobs/:id/retry`, `POST ${BASE}/admin/jobs/:id/cancel`, `GET ${BASE}/admin/usage.csv`,
       `GET ${BASE}/admin`, `GET ${BASE}/admin/stats`, `GET ${BASE}/admin/assets/app.js`, `GET ${BASE}/admin/assets/app.css`,
+      `POST ${BASE}/openai/chat/completions`, `GET ${BASE}/openai/models`,
       'GET /healthz', 'GET /readyz', 'GET /metrics',
     ]
     for (const route of expected) expect(served, route).toContain(route)
@@ -90,6 +91,15 @@ describe('GET /openapi.json', () => {
     expect(job.properties.error.anyOf).toEqual(expect.arrayContaining([{ type: 'null' }]))
     const read = doc.paths[`${BASE}/jobs/{id}`].get
     expect(JSON.stringify(read.responses['200'])).toContain('#/components/schemas/Job')
+  })
+
+  it('documents the OpenAI-compatible routes with OpenAI\'s error shape', () => {
+    const create = doc.paths[`${BASE}/openai/chat/completions`].post
+    expect(Object.keys(create.requestBody.content['application/json'].schema.properties)).toEqual(expect.arrayContaining(['model', 'messages', 'max_tokens', 'max_completion_tokens', 'stream', 'stream_options']))
+    expect(Object.keys(create.responses['200'].content).sort()).toEqual(['application/json', 'text/event-stream'])
+    expect(JSON.stringify(create.responses['4XX'])).toContain('#/components/schemas/OpenAiError')
+    expect(doc.components.schemas.OpenAiError.properties.error.required).toEqual(expect.arrayContaining(['message', 'type', 'code', 'param']))
+    expect(doc.paths[`${BASE}/openai/models`].get.security).toEqual(create.security)
   })
 
   it('admin routes need a WordPress login (no token), public ones nothing', () => {
