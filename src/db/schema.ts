@@ -38,6 +38,16 @@ export interface JobsTable {
   reserved_tokens: ColumnType<number, number | undefined, number>
   /** Tokens its provider calls cost so far, over all attempts. */
   billed_tokens: ColumnType<number, number | undefined, number>
+  /** {@link JOB_PRIORITY}: 0 interactive, 1 bulk (claimed only when no interactive job is due; SPEC §8). */
+  priority: ColumnType<number, number | undefined, number>
+}
+
+/** The `priority` column's values. */
+export const JOB_PRIORITY = { interactive: 0, bulk: 1 } as const
+
+/** `{prefix}ai_claim_locks`: rows a claim locks for the owners it takes jobs of (JOB_OWNER_CONCURRENCY across replicas). */
+export interface ClaimLocksTable {
+  bucket: number
 }
 
 /** `{prefix}ai_webhook_receipts`: the verified webhook deliveries that reached a job (SPEC §5). */
@@ -92,6 +102,7 @@ export interface Database {
   ai_jobs: JobsTable
   ai_webhook_receipts: WebhookReceiptsTable
   ai_usage: UsageTable
+  ai_claim_locks: ClaimLocksTable
   users: UsersTable
   usermeta: UserMetaTable
   options: OptionsTable
