@@ -131,7 +131,7 @@ export function newClaimRotation(): ClaimRotation {
   return { after: [undefined, undefined] }
 }
 
-/** Index entries one owner-walk statement reads at most. */
+/** Index entries one owner-walk statement reads at most (or one owner's share of the claim, if larger). */
 export const OWNER_SCAN_ROWS = 32
 /** Owner-walk statements one priority may run in one claim (each reads at most OWNER_SCAN_ROWS entries). */
 export const OWNER_SCAN_STATEMENTS = 48
@@ -208,11 +208,14 @@ class OwnerWalk {
   private upTo: string | undefined
   private wrapped: boolean
   private statements = 0
+  /** A step holds at least one owner's share of the claim, so an owner alone in the queue can fill it. */
+  private readonly stepRows: number
   complete = false
 
   constructor(private readonly db: Db, private readonly dialect: DatabaseHandle['dialect'], private readonly priority: number, private readonly start: string | undefined, private readonly nowMs: number, private readonly perOwner: number) {
     this.after = start
     this.wrapped = start === undefined
+    this.stepRows = Math.max(OWNER_SCAN_ROWS, perOwner)
   }
 
   get exhausted(): boolean {
@@ -225,7 +228,7 @@ class OwnerWalk {
     const due = toDbTime(this.nowMs)
     while (found.length < want && !this.exhausted) {
       this.statements++
-      const rows = await ownerWalkQuery(this.db, this.priority, this.after, this.upTo).execute()
+      const rows = await ownerWalkQuery(this.db, this.priority, this.after, this.upTo, this.stepRows).execute()
       const step: OwnerCandidates[] = []
       let current: OwnerCandidates | undefined
       for (const row of rows) {
@@ -237,7 +240,7 @@ class OwnerWalk {
         // Times compare as text: both sides are `YYYY-MM-DD HH:MM:SS.mmm` in UTC.
         if (row.run_after <= due && current.ids.length < this.perOwner) current.ids.push(Number(row.id))
       }
-      if (rows.length === OWNER_SCAN_ROWS) {
+      if (rows.length === this.stepRows) {
         // The last owner may go on past this step. Alone in it, it has more queued than one step
         // holds: its oldest entries are all it can use, and the next step starts after it.
         // Otherwise the next step starts at it, so it is read from its first entry.
