@@ -317,8 +317,9 @@ function pickInTurn(owners: readonly OwnerCandidates[], load: Map<string, number
 async function planClaim(handle: DatabaseHandle, options: ClaimOptions, limit: number, rotation: ClaimRotation): Promise<PickedJob[]> {
   const cap = options.ownerConcurrency ?? 0
   const perOwner = cap > 0 ? Math.min(cap, limit) : limit
-  // Enough owners to choose among: the free slots twice over, so owners with nothing running come first.
-  const want = Math.min(64, Math.max(8, 2 * limit))
+  // Owners to choose among: a few more than the free slots, so owners with nothing running come
+  // first. An owner with a deep queue costs a walk step of its own, so this stays small.
+  const want = Math.min(64, limit + 4)
   const load = new Map<string, number>()
   const picked: PickedJob[] = []
   for (const priority of [JOB_PRIORITY.interactive, JOB_PRIORITY.bulk]) {
