@@ -38,6 +38,8 @@ export interface Config {
   models: Record<string, ModelConfig>
   maxTokens: number
   workerConcurrency: number
+  /** JOB_OWNER_CONCURRENCY: running jobs per owner across all replicas; 0 = no cap (SPEC §8). */
+  jobOwnerConcurrency: number
   jobMaxAttempts: number
   jobLeaseSeconds: number
   workerUrl: string | undefined
@@ -382,6 +384,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     models,
     maxTokens: intIn(source, 'AI_MAX_TOKENS', 4096, 1, 10_000_000),
     workerConcurrency: intIn(source, 'WORKER_CONCURRENCY', 8, 0, 1024),
+    jobOwnerConcurrency: intIn(source, 'JOB_OWNER_CONCURRENCY', 4, 0, 100_000),
     jobMaxAttempts: intIn(source, 'JOB_MAX_ATTEMPTS', 3, 1, 100),
     jobLeaseSeconds: intIn(source, 'JOB_LEASE_SECONDS', 60, 5, 86_400),
     workerUrl,

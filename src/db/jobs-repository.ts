@@ -2,7 +2,7 @@ import { CompiledQuery, sql, type Insertable, type Kysely, type Selectable, type
 import type { DatabaseHandle } from './database.js'
 import { recordTerminalEvents } from './events-repository.js'
 import { addUsage, type Settlement } from './usage-repository.js'
-import type { Database, DbTime, JobStatus, JobsTable } from './schema.js'
+import { JOB_PRIORITY, type Database, type DbTime, type JobStatus, type JobsTable } from './schema.js'
 import { toDbTime } from './time.js'
 
 /**
@@ -42,7 +42,7 @@ export async function insertJob(db: Db, job: NewJob): Promise<number> {
 }
 
 /** The columns a create writes, in the order `insertJobs` binds them. */
-const INSERT_COLUMNS = ['user_id', 'owner_key', 'status', 'input_hash', 'request_json', 'idempotency_key', 'model', 'request_id', 'created_at', 'updated_at', 'run_after', 'reserved_tokens'] as const
+const INSERT_COLUMNS = ['user_id', 'owner_key', 'status', 'input_hash', 'request_json', 'idempotency_key', 'model', 'request_id', 'created_at', 'updated_at', 'run_after', 'reserved_tokens', 'priority'] as const
 export type NewJobRow = Pick<NewJob, (typeof INSERT_COLUMNS)[number]>
 
 const insertSql = new Map<string, string>()
@@ -68,7 +68,7 @@ function insertStatement(handle: DatabaseHandle, rows: number): string {
  */
 export async function insertJobs(handle: DatabaseHandle, jobs: readonly NewJobRow[]): Promise<Map<string, number>> {
   const params: unknown[] = []
-  for (const job of jobs) for (const column of INSERT_COLUMNS) params.push(column === 'reserved_tokens' ? job.reserved_tokens ?? 0 : job[column])
+  for (const job of jobs) for (const column of INSERT_COLUMNS) params.push(column === 'reserved_tokens' || column === 'priority' ? job[column] ?? 0 : job[column])
   const result = await handle.db.executeQuery<{ id: number; idempotency_key: string }>(CompiledQuery.raw(insertStatement(handle, jobs.length), params))
   const rows = handle.insertReturning
     ? result.rows
@@ -122,26 +122,263 @@ export interface ClaimOptions {
   leaseMs: number
   /** External mode: each claim is a dispatch; `dispatch_attempt` becomes the claim's attempt number. */
   dispatch?: boolean
+  /** JOB_OWNER_CONCURRENCY: running jobs per owner across all replicas; 0 or absent = no cap. */
+  ownerConcurrency?: number
+  /** Where this claimer's round of owners stands; kept by the pool from one claim to the next. */
+  rotation?: ClaimRotation
 }
 
 /**
- * The claim's candidate rows: due `pending` jobs, oldest `run_after` first. Exported so a test can
- * EXPLAIN exactly the statement the claim runs (it must read the `claim (status, run_after, id)`
- * index in order: no filesort, no full scan).
+ * The owner each priority's last claim served last, in the order of the `fair_claim` index: the
+ * next claim starts after it, so owners take turns however many there are.
  */
-export function claimCandidatesQuery(db: Db, nowMs: number, limit: number) {
-  return db.selectFrom('ai_jobs').select('id')
-    .where('status', '=', 'pending').where('run_after', '<=', toDbTime(nowMs))
-    .orderBy('run_after').orderBy('id').limit(limit)
+export interface ClaimRotation {
+  after: [interactive: string | undefined, bulk: string | undefined]
+}
+
+export function newClaimRotation(): ClaimRotation {
+  return { after: [undefined, undefined] }
+}
+
+/** Index entries one owner-walk statement reads at most (or one owner's share of the claim, if larger). */
+export const OWNER_SCAN_ROWS = 32
+/** Owner-walk statements one priority may run in one claim (each reads at most OWNER_SCAN_ROWS entries). */
+export const OWNER_SCAN_STATEMENTS = 48
+/** Rows of `{prefix}ai_claim_locks` (migration 0005). */
+export const CLAIM_LOCK_ROWS = 256
+/** Rounds one claimJobs call may run when another replica took some of the jobs it picked. */
+const CLAIM_ROUNDS = 3
+
+/**
+ * One step of the owner walk: the next pending entries of one priority, owner by owner, each
+ * owner's oldest `run_after` first. It reads the `fair_claim (status, priority, owner_key,
+ * run_after, id)` index in order and stops after `limit` entries; the next step starts after the
+ * last owner it saw, so an owner with a thousand queued jobs costs one step, not a thousand rows.
+ * `upTo` bounds the wrapped-around part of the walk. Exported so a test can EXPLAIN it.
+ */
+export function ownerWalkQuery(db: Db, priority: number, after: string | undefined, upTo: string | undefined, limit = OWNER_SCAN_ROWS) {
+  let q = db.selectFrom('ai_jobs').select(['owner_key', 'id', 'run_after'])
+    .where('status', '=', 'pending').where('priority', '=', priority)
+  if (after !== undefined) q = q.where('owner_key', '>', after)
+  if (upTo !== undefined) q = q.where('owner_key', '<=', upTo)
+  return q.orderBy('owner_key').orderBy('run_after').orderBy('id').limit(limit)
 }
 
 /**
- * Claims up to `limit` due jobs for this worker: they become `running` with a lease and one more
- * attempt (`attempts` counts claims). One short transaction; the provider is called after it
- * commits.
+ * Running jobs of these owners, per priority and owner (summed by the caller): a range of
+ * `fair_claim` per (priority, owner), in index order. Dispatched jobs in external mode stay
+ * `running` until their webhook, so they count. Exported so a test can EXPLAIN it.
+ */
+export function runningByOwnerQuery(db: Db, ownerKeys: readonly string[]) {
+  return db.selectFrom('ai_jobs').select(['priority', 'owner_key', sql<number>`COUNT(*)`.as('n')])
+    .where('status', '=', 'running').where('priority', 'in', [JOB_PRIORITY.interactive, JOB_PRIORITY.bulk]).where('owner_key', 'in', ownerKeys)
+    .groupBy(['priority', 'owner_key'])
+}
+
+/** The picked jobs, by primary key, still pending and due. Exported so a test can EXPLAIN it (with FOR UPDATE SKIP LOCKED). */
+export function pickedJobsQuery(db: Db, ids: readonly number[], nowMs: number) {
+  return db.selectFrom('ai_jobs').select('id').where('id', 'in', ids).where('status', '=', 'pending').where('run_after', '<=', toDbTime(nowMs))
+}
+
+/** The owners' rows of `{prefix}ai_claim_locks`, by primary key. Exported so a test can EXPLAIN it (with FOR UPDATE). */
+export function claimLocksQuery(db: Db, buckets: readonly number[]) {
+  return db.selectFrom('ai_claim_locks').select('bucket').where('bucket', 'in', buckets).orderBy('bucket')
+}
+
+/**
+ * How the claim tells owners apart. MySQL compares `owner_key` under the table's
+ * case-insensitive collation, so two visitor ids differing only in case are one owner to its
+ * counts (they share a cap); SQLite compares bytes.
+ */
+function ownerIdentity(dialect: DatabaseHandle['dialect'], ownerKey: string): string {
+  return dialect === 'mysql' ? ownerKey.toLowerCase() : ownerKey
+}
+
+/** The `{prefix}ai_claim_locks` row an owner maps to (FNV-1a of its identity). */
+export function claimLockOf(identity: string): number {
+  let h = 0x811c9dc5
+  for (let i = 0; i < identity.length; i++) h = Math.imul(h ^ identity.charCodeAt(i), 0x01000193)
+  return (h >>> 0) % CLAIM_LOCK_ROWS
+}
+
+interface OwnerCandidates {
+  ownerKey: string
+  identity: string
+  /** Due pending ids, oldest first, as many as the owner could take. */
+  ids: number[]
+}
+
+/**
+ * Walks the owners of one priority that have pending jobs, in index order starting after
+ * `start` and wrapping around to it, a step at a time. `complete` once every owner was seen.
+ */
+class OwnerWalk {
+  private after: string | undefined
+  private upTo: string | undefined
+  private wrapped: boolean
+  private statements = 0
+  /** A step holds at least one owner's share of the claim, so an owner alone in the queue can fill it. */
+  private readonly stepRows: number
+  complete = false
+
+  constructor(private readonly db: Db, private readonly dialect: DatabaseHandle['dialect'], private readonly priority: number, private readonly start: string | undefined, private readonly nowMs: number, private readonly perOwner: number) {
+    this.after = start
+    this.wrapped = start === undefined
+    this.stepRows = Math.max(OWNER_SCAN_ROWS, perOwner)
+  }
+
+  get exhausted(): boolean {
+    return this.complete || this.statements >= OWNER_SCAN_STATEMENTS
+  }
+
+  /** The next owners with due jobs, at least `want` of them unless the walk ends first. */
+  async next(want: number): Promise<OwnerCandidates[]> {
+    const found: OwnerCandidates[] = []
+    const due = toDbTime(this.nowMs)
+    while (found.length < want && !this.exhausted) {
+      this.statements++
+      const rows = await ownerWalkQuery(this.db, this.priority, this.after, this.upTo, this.stepRows).execute()
+      const step: OwnerCandidates[] = []
+      let current: OwnerCandidates | undefined
+      for (const row of rows) {
+        const identity = ownerIdentity(this.dialect, row.owner_key)
+        if (current?.identity !== identity) {
+          current = { ownerKey: row.owner_key, identity, ids: [] }
+          step.push(current)
+        }
+        // Times compare as text: both sides are `YYYY-MM-DD HH:MM:SS.mmm` in UTC.
+        if (row.run_after <= due && current.ids.length < this.perOwner) current.ids.push(Number(row.id))
+      }
+      if (rows.length === this.stepRows) {
+        // The last owner may go on past this step. Alone in it, it has more queued than one step
+        // holds: its oldest entries are all it can use, and the next step starts after it.
+        // Otherwise the next step starts at it, so it is read from its first entry.
+        if (step.length > 1) step.pop()
+        this.after = step[step.length - 1]!.ownerKey
+        found.push(...step)
+      } else if (this.wrapped) {
+        found.push(...step)
+        this.complete = true
+      } else {
+        found.push(...step)
+        // The end of the index: on from its start up to where this walk began.
+        this.wrapped = true
+        this.after = undefined
+        this.upTo = this.start
+      }
+    }
+    return found.filter((o) => o.ids.length > 0)
+  }
+}
+
+/** Running jobs per owner identity (both priorities together: the cap is the owner's). */
+async function runningByOwner(db: Db, dialect: DatabaseHandle['dialect'], ownerKeys: readonly string[]): Promise<Map<string, number>> {
+  const counts = new Map<string, number>()
+  if (ownerKeys.length === 0) return counts
+  for (const row of await runningByOwnerQuery(db, [...new Set(ownerKeys)]).execute()) {
+    const identity = ownerIdentity(dialect, row.owner_key)
+    counts.set(identity, (counts.get(identity) ?? 0) + Number(row.n))
+  }
+  return counts
+}
+
+interface PickedJob {
+  id: number
+  ownerKey: string
+  identity: string
+}
+
+/**
+ * Fills up to `slots` from the owners in walk order: each job goes to the owner with the fewest
+ * jobs running (or picked here), the earliest in the walk on a tie, skipping owners at the cap.
+ * So an owner with nothing running goes before one that has jobs running, and owners with the
+ * same load take turns. `load` is updated with what is picked.
+ */
+function pickInTurn(owners: readonly OwnerCandidates[], load: Map<string, number>, cap: number, slots: number): PickedJob[] {
+  const taken = owners.map(() => 0)
+  const picked: PickedJob[] = []
+  while (picked.length < slots) {
+    let best = -1
+    let bestLoad = Infinity
+    owners.forEach((owner, i) => {
+      if (taken[i]! >= owner.ids.length) return
+      const l = load.get(owner.identity) ?? 0
+      if (cap > 0 && l >= cap) return
+      if (l < bestLoad) {
+        best = i
+        bestLoad = l
+      }
+    })
+    if (best < 0) break
+    const owner = owners[best]!
+    picked.push({ id: owner.ids[taken[best]!]!, ownerKey: owner.ownerKey, identity: owner.identity })
+    taken[best]!++
+    load.set(owner.identity, bestLoad + 1)
+  }
+  return picked
+}
+
+/**
+ * What one claim round means to take, read without locks: interactive owners first; bulk ones
+ * only once the walk has seen every owner with a due interactive job and none of them could take
+ * one more (under the cap). Moves `rotation` on past the owners it served.
+ */
+async function planClaim(handle: DatabaseHandle, options: ClaimOptions, limit: number, rotation: ClaimRotation): Promise<PickedJob[]> {
+  const cap = options.ownerConcurrency ?? 0
+  const perOwner = cap > 0 ? Math.min(cap, limit) : limit
+  // Owners to choose among: a few more than the free slots, so owners with nothing running come
+  // first. An owner with a deep queue costs a walk step of its own, so this stays small.
+  const want = Math.min(64, limit + 4)
+  const load = new Map<string, number>()
+  const picked: PickedJob[] = []
+  for (const priority of [JOB_PRIORITY.interactive, JOB_PRIORITY.bulk]) {
+    const walk = new OwnerWalk(handle.db, handle.dialect, priority, rotation.after[priority], options.nowMs, perOwner)
+    const seen: OwnerCandidates[] = []
+    while (picked.length < limit && !walk.exhausted) {
+      const owners = await walk.next(want)
+      const counts = await runningByOwner(handle.db, handle.dialect, owners.filter((o) => !load.has(o.identity)).map((o) => o.ownerKey))
+      for (const o of owners) if (!load.has(o.identity)) load.set(o.identity, counts.get(o.identity) ?? 0)
+      seen.push(...owners)
+      picked.push(...pickInTurn(owners, load, cap, limit - picked.length))
+    }
+    // The last owner served, in walk order: the next claim of this priority starts after it.
+    const served = new Set(picked.map((p) => p.identity))
+    const last = seen.filter((o) => served.has(o.identity)).at(-1)
+    if (last) rotation.after[priority] = last.ownerKey
+    // A walk cut short may have left due interactive jobs unseen: bulk waits for the next claim.
+    if (picked.length >= limit || !walk.complete) break
+  }
+  return picked
+}
+
+/**
+ * Claims up to `limit` due jobs for this worker, fairly (SPEC §8): they become `running` with a
+ * lease and one more attempt (`attempts` counts claims).
+ *
+ * The plan is read first, without locks (planClaim). Then one short transaction: on MySQL it locks
+ * the `ai_claim_locks` rows of the picked owners (FOR UPDATE, in primary-key order, so claims
+ * never deadlock on them), counts their running jobs again (under READ COMMITTED each statement
+ * sees every claim committed before it, and a claim of the same owner on another replica waits
+ * for this one's COMMIT), drops what would pass the cap, and locks the picked jobs by primary
+ * key with SKIP LOCKED (a job another replica took meanwhile is skipped, never waited for). The
+ * provider is called after it commits. SQLite has one writer: its transaction is the lock.
  */
 export async function claimJobs(handle: DatabaseHandle, options: ClaimOptions): Promise<JobRow[]> {
-  if (options.limit <= 0) return []
+  const rotation = options.rotation ?? newClaimRotation()
+  const claimed: JobRow[] = []
+  for (let round = 0; round < CLAIM_ROUNDS && claimed.length < options.limit; round++) {
+    const picked = await planClaim(handle, options, options.limit - claimed.length, rotation)
+    if (picked.length === 0) break
+    const rows = await takePicked(handle, options, picked)
+    claimed.push(...rows)
+    // Everything picked was taken: the plan held every job that could be.
+    if (rows.length === picked.length) break
+  }
+  return claimed
+}
+
+async function takePicked(handle: DatabaseHandle, options: ClaimOptions, picked: readonly PickedJob[]): Promise<JobRow[]> {
+  const cap = options.ownerConcurrency ?? 0
   const now = toDbTime(options.nowMs)
   const leaseUntil = toDbTime(options.nowMs + options.leaseMs)
   const running = {
@@ -158,27 +395,32 @@ export async function claimJobs(handle: DatabaseHandle, options: ClaimOptions): 
     attempts: sql<number>`attempts + 1`,
     version: bump,
   }
-  if (handle.dialect === 'sqlite') {
-    // SQLite has one writer at a time: a single UPDATE … RETURNING is the whole claim.
-    return handle.db.updateTable('ai_jobs').set(running)
-      // The candidates of claimCandidatesQuery, built on `eb` so the table prefix is added once.
-      .where('id', 'in', (eb) => eb.selectFrom('ai_jobs').select('id')
-        .where('status', '=', 'pending').where('run_after', '<=', now)
-        .orderBy('run_after').orderBy('id').limit(options.limit))
-      .returningAll()
-      .execute()
-  }
-  return retryOnLockConflict(() => handle.db.transaction().execute(async (trx) => {
-    // SKIP LOCKED lets replicas claim side by side without waiting on each other's rows. The
-    // `claim (status, run_after, id)` index matches this ORDER BY, so InnoDB walks the index in
-    // order and locks only the rows it returns; READ COMMITTED (set per connection) takes no gap
-    // locks that would stall INSERTs. The UPDATE then goes by primary key: no second index scan.
-    const picked = await claimCandidatesQuery(trx, options.nowMs, options.limit).forUpdate().skipLocked().execute()
-    if (picked.length === 0) return []
-    const ids = picked.map((r) => r.id)
+  const mysql = handle.dialect === 'mysql'
+  const take = async (trx: Transaction<Database>): Promise<JobRow[]> => {
+    let chosen = picked
+    if (cap > 0) {
+      if (mysql) await claimLocksQuery(trx, [...new Set(picked.map((p) => claimLockOf(p.identity)))]).forUpdate().execute()
+      const counts = await runningByOwner(trx, handle.dialect, picked.map((p) => p.ownerKey))
+      chosen = picked.filter((p) => {
+        const n = counts.get(p.identity) ?? 0
+        if (n >= cap) return false
+        counts.set(p.identity, n + 1)
+        return true
+      })
+      if (chosen.length === 0) return []
+    }
+    let lock = pickedJobsQuery(trx, chosen.map((p) => p.id), options.nowMs)
+    if (mysql) lock = lock.forUpdate().skipLocked()
+    const ids = (await lock.execute()).map((r) => Number(r.id))
+    if (ids.length === 0) return []
     await trx.updateTable('ai_jobs').set(running).where('id', 'in', ids).execute()
-    return trx.selectFrom('ai_jobs').selectAll().where('id', 'in', ids).orderBy('run_after').orderBy('id').execute()
-  }))
+    const rows = await trx.selectFrom('ai_jobs').selectAll().where('id', 'in', ids).execute()
+    // In the order they were picked: the pool starts them in turn.
+    const order = new Map(chosen.map((p, i) => [p.id, i]))
+    return rows.sort((a, b) => order.get(Number(a.id))! - order.get(Number(b.id))!)
+  }
+  if (!mysql) return handle.db.transaction().execute(take)
+  return retryOnLockConflict(() => handle.db.transaction().execute(take))
 }
 
 /** MySQL's deadlock (1213) and lock wait timeout (1205): the transaction was rolled back and may simply run again. */

@@ -43,6 +43,16 @@ export interface JobsTable {
    * `result_json` is NULL. NULL for a result kept inline, or none.
    */
   result_ref: ColumnType<string | null, string | null | undefined, string | null>
+  /** {@link JOB_PRIORITY}: 0 interactive, 1 bulk (claimed only when no interactive job is due; SPEC §8). */
+  priority: ColumnType<number, number | undefined, number>
+}
+
+/** The `priority` column's values. */
+export const JOB_PRIORITY = { interactive: 0, bulk: 1 } as const
+
+/** `{prefix}ai_claim_locks`: rows a claim locks for the owners it takes jobs of (JOB_OWNER_CONCURRENCY across replicas). */
+export interface ClaimLocksTable {
+  bucket: number
 }
 
 /** `{prefix}ai_webhook_receipts`: the verified webhook deliveries that reached a job (SPEC §5). */
@@ -144,6 +154,7 @@ export interface Database {
   ai_usage: UsageTable
   ai_archive_runs: ArchiveRunsTable
   ai_events: EventsTable
+  ai_claim_locks: ClaimLocksTable
   users: UsersTable
   usermeta: UserMetaTable
   options: OptionsTable

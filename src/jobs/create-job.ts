@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto'
 import type { Principal } from '../auth/principal.js'
 import { budgetExhausted, estimateInputTokens } from '../budgets/budgets.js'
 import { findJobByKey, insertJobs, isDuplicateKey, type JobRow, type NewJobRow } from '../db/jobs-repository.js'
+import { JOB_PRIORITY } from '../db/schema.js'
 import { fromDbTime, toDbTime } from '../db/time.js'
 import { ApiError } from '../errors.js'
 import type { CreateJobBody } from '../schemas/job.js'
@@ -170,6 +171,7 @@ async function createOrReplay(deps: CreateServices, principal: Principal, { body
     updated_at: at,
     run_after: at,
     reserved_tokens: reserve,
+    priority: request.priority === 'bulk' ? JOB_PRIORITY.bulk : JOB_PRIORITY.interactive,
   }
   try {
     const jobId = checkInDatabase

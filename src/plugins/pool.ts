@@ -90,6 +90,7 @@ export const poolPlugin = fp<PoolPluginOptions>(async (app, options) => {
   const pool = new WorkerPool({
     db, clock, log, execute, decisions, workerId, dispatch,
     concurrency: config.workerConcurrency,
+    ownerConcurrency: config.jobOwnerConcurrency,
     leaseMs: config.jobLeaseSeconds * 1000,
     ...(options.pollMs !== undefined ? { pollMs: options.pollMs } : {}),
     onError,

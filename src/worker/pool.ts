@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { hostname } from 'node:os'
 import type { Clock } from '../clock.js'
 import type { DatabaseHandle } from '../db/database.js'
-import { claimJobs, type JobRow } from '../db/jobs-repository.js'
+import { claimJobs, newClaimRotation, type JobRow } from '../db/jobs-repository.js'
 import { fromDbTime } from '../db/time.js'
 import { toError } from '../errors.js'
 import type { DecisionWriter, JobDecision } from '../jobs/apply-decision.js'
@@ -23,6 +23,8 @@ export interface PoolOptions {
   decisions: DecisionWriter
   workerId: string
   concurrency: number
+  /** JOB_OWNER_CONCURRENCY: running jobs per owner across all replicas; 0 or absent = no cap. */
+  ownerConcurrency?: number
   leaseMs: number
   /** External mode: claims are dispatches and bump `dispatch_attempt`. */
   dispatch?: boolean
@@ -62,6 +64,8 @@ export class WorkerPool {
   private started = false
   private claimFailures = 0
   private claimPausedUntil = 0
+  /** Where this pool's turn of owners stands, from one claim to the next (SPEC §8). */
+  private readonly rotation = newClaimRotation()
 
   constructor(private readonly options: PoolOptions) {
     this.workerId = options.workerId
@@ -188,7 +192,10 @@ export class WorkerPool {
     const now = this.options.clock.now()
     if (now < this.claimPausedUntil) return []
     try {
-      const rows = await claimJobs(this.options.db, { limit, nowMs: now, leaseOwner: this.workerId, leaseMs: this.options.leaseMs, dispatch: this.options.dispatch === true })
+      const rows = await claimJobs(this.options.db, {
+        limit, nowMs: now, leaseOwner: this.workerId, leaseMs: this.options.leaseMs, dispatch: this.options.dispatch === true,
+        ownerConcurrency: this.options.ownerConcurrency ?? 0, rotation: this.rotation,
+      })
       this.claimFailures = 0
       return rows
     } catch (err) {

@@ -47,6 +47,8 @@ describe('loadConfig: one bad value stops start-up with an error naming the vari
     ['PORT=abc', { PORT: 'abc' }, 'PORT'],
     ['PORT=70000', { PORT: '70000' }, 'PORT'],
     ['WORKER_CONCURRENCY=-1', { WORKER_CONCURRENCY: '-1' }, 'WORKER_CONCURRENCY'],
+    ['JOB_OWNER_CONCURRENCY=-1', { JOB_OWNER_CONCURRENCY: '-1' }, 'JOB_OWNER_CONCURRENCY'],
+    ['JOB_OWNER_CONCURRENCY=two', { JOB_OWNER_CONCURRENCY: 'two' }, 'JOB_OWNER_CONCURRENCY'],
     ['AI_PROVIDER=foo', { AI_PROVIDER: 'foo' }, 'AI_PROVIDER'],
     ['AI_MODELS that is not JSON', { AI_MODELS: '{not json' }, 'AI_MODELS'],
     ['AI_MODELS with an unknown provider', { AI_MODELS: '{"m":{"provider":"cohere"}}' }, 'AI_MODELS'],
@@ -80,6 +82,8 @@ describe('loadConfig: one bad value stops start-up with an error naming the vari
     })
     expect(c.port).toBe(8080)
     expect(c.workerConcurrency).toBe(0)
+    expect(c.jobOwnerConcurrency).toBe(4)
+    expect(loadConfig({ DATABASE_URL: MYSQL, JOB_OWNER_CONCURRENCY: '0' }).jobOwnerConcurrency).toBe(0)
     expect(Object.keys(c.models)).toEqual(['m'])
     expect(c.trustProxy).toEqual(['10.0.0.0/8', '127.0.0.1'])
     expect(c.encryptionKeys?.current.key.length).toBe(32)

@@ -110,9 +110,11 @@ describe('migrations on MariaDB', () => {
     const idx = await indexes(conn, 'wp_ai_jobs')
     expect(idx.get('idempotency_key')).toEqual({ unique: true, columns: ['idempotency_key'] })
     expect(idx.get('input_hash')?.unique).toBe(false)
-    // The claim's `WHERE status = 'pending' AND run_after <= ? ORDER BY run_after, id` needs an index in that order.
-    const claim = [...idx.values()].find((i) => i.columns[0] === 'status' && i.columns[1] === 'run_after')
-    expect(claim, 'an index on (status, run_after, …)').toBeDefined()
+    // The fair claim walks `WHERE status = 'pending' AND priority = ? AND owner_key > ? ORDER BY owner_key, run_after, id`.
+    expect(idx.get('fair_claim')).toEqual({ unique: false, columns: ['status', 'priority', 'owner_key', 'run_after', 'id'] })
+    expect(idx.has('claim')).toBe(false)
+    const locks = await conn.query<mysql.RowDataPacket[]>('SELECT COUNT(*) AS n FROM wp_ai_claim_locks')
+    expect(Number(locks[0][0]!.n)).toBe(256)
     // An owner index for "my jobs, newest first".
     expect([...idx.values()].some((i) => i.columns[0] === 'owner_key' && i.columns[1] === 'created_at')).toBe(true)
 
@@ -200,7 +202,7 @@ describe('migrations on MariaDB', () => {
       expect(precision.webhook_ts).toBe(3)
       const idx = await indexes(conn, 'wp_ai_jobs')
       expect(idx.get('idempotency_key')).toEqual({ unique: true, columns: ['idempotency_key'] })
-      expect([...idx.values()].some((i) => i.columns[0] === 'status' && i.columns[1] === 'run_after')).toBe(true)
+      expect(idx.get('fair_claim')?.columns).toEqual(['status', 'priority', 'owner_key', 'run_after', 'id'])
 
       // The API reads the old rows as jobs of their owners, with millisecond ISO times.
       const done = await app.inject({ method: 'GET', url: '/wp-json/ai/v1/jobs/10', headers: await bearer({ sub: '3' }, { nowMs: clock.now() }) })

@@ -43,7 +43,8 @@ describe.each(DIALECTS)('key rotation (%s)', (dialect) => {
   const dispatched: { job_id: number }[] = []
 
   beforeAll(async () => {
-    t = await buildTestApp({ dialect, name: `gw_rotate_${dialect}_${RUN}`, env: { ...QUIET_ENV, AI_ENCRYPTION_KEY: RING } })
+    // One owner's jobs fill every slot of a runOnce() here: no per-owner cap (JOB_OWNER_CONCURRENCY=0).
+    t = await buildTestApp({ dialect, name: `gw_rotate_${dialect}_${RUN}`, env: { ...QUIET_ENV, AI_ENCRYPTION_KEY: RING, JOB_OWNER_CONCURRENCY: '0' } })
     // Gateways of earlier days on the same table: no key, the first form's bare key, k1 first, and a key since lost.
     const keys = { bare: BARE, plain: undefined, old: `k1:${K1}`, gone: `gone:${GONE},k1:${K1}` }
     for (const [name, key] of Object.entries(keys) as [keyof typeof writers, string | undefined][]) {

@@ -12,6 +12,8 @@ export interface TestPoolOptions {
   logger?: Log
   execute: JobExecutor
   concurrency: number
+  /** JOB_OWNER_CONCURRENCY (0 or absent: no cap). */
+  ownerConcurrency?: number
   leaseMs: number
   maxAttempts: number
   pollMs?: number
@@ -37,7 +39,7 @@ export class TestPool extends WorkerPool {
     })
     super({
       db: o.handle, clock: o.clock, log, execute: o.execute, decisions, workerId, dispatch: o.dispatch === true,
-      concurrency: o.concurrency, leaseMs: o.leaseMs, ...(o.pollMs !== undefined ? { pollMs: o.pollMs } : {}),
+      concurrency: o.concurrency, ...(o.ownerConcurrency !== undefined ? { ownerConcurrency: o.ownerConcurrency } : {}), leaseMs: o.leaseMs, ...(o.pollMs !== undefined ? { pollMs: o.pollMs } : {}),
     })
     this.reaper = new Reaper({ db: o.handle, clock: o.clock, log, maxAttempts: o.maxAttempts, everyMs: o.reapEveryMs ?? 5_000, onReaped: () => this.wake() })
   }
