@@ -9,6 +9,21 @@ import { toJobResponse } from '../jobs/job-response.js'
 import { jobIdOf, readVisibleJob } from '../jobs/read-job.js'
 import { errorResponses, JobIdParams } from '../schemas/common.js'
 
+/**
+ * The headers of every event stream the gateway serves (the job's SSE and the OpenAI-compatible
+ * stream): no caching or transforming proxies, no buffering in nginx (`X-Accel-Buffering`).
+ */
+export function eventStreamHeaders(requestId: string): Record<string, string> {
+  return {
+    'Content-Type': 'text/event-stream; charset=utf-8',
+    'Cache-Control': 'private, no-cache, no-transform',
+    Connection: 'keep-alive',
+    'X-Accel-Buffering': 'no',
+    'X-Content-Type-Options': 'nosniff',
+    'X-Request-Id': requestId,
+  }
+}
+
 export const HEARTBEAT_MS = 15_000
 /** SPEC §8: at most 10 open streams per owner, across replicas. */
 export const STREAMS_PER_OWNER = 10
@@ -58,14 +73,7 @@ export async function eventRoutes(fastify: FastifyInstance): Promise<void> {
 
     reply.hijack()
     const res = reply.raw
-    res.writeHead(200, {
-      'Content-Type': 'text/event-stream; charset=utf-8',
-      'Cache-Control': 'private, no-cache, no-transform',
-      Connection: 'keep-alive',
-      'X-Accel-Buffering': 'no',
-      'X-Content-Type-Options': 'nosniff',
-      'X-Request-Id': request.id,
-    })
+    res.writeHead(200, eventStreamHeaders(request.id))
     res.write('retry: 3000\n\n')
 
     let closed = false

@@ -13,7 +13,7 @@ import { chatCompletion, chunk, completionId, createdSeconds, jobAnswer, jobFail
 import { openAiError, toOpenAiError, type OpenAiErrorBody } from '../openai/openai-errors.js'
 import { StreamRelay } from '../openai/stream-relay.js'
 import { ChatCompletion, ChatCompletionBody, ChatCompletionHeaders, ModelList, openAiErrorResponses } from '../schemas/openai.js'
-import { HEARTBEAT_MS, STREAM_SLOT_TTL_MS, STREAMS_PER_OWNER } from './events.js'
+import { eventStreamHeaders, HEARTBEAT_MS, STREAM_SLOT_TTL_MS, STREAMS_PER_OWNER } from './events.js'
 
 interface SchemaError { keyword: string; instancePath: string; parentSchema?: Record<string, unknown> }
 
@@ -167,15 +167,7 @@ export async function openAiRoutes(fastify: FastifyInstance): Promise<void> {
     const row = o.known
     reply.hijack()
     const res = reply.raw
-    res.writeHead(200, {
-      'Content-Type': 'text/event-stream; charset=utf-8',
-      'Cache-Control': 'private, no-cache, no-transform',
-      Connection: 'keep-alive',
-      'X-Accel-Buffering': 'no',
-      'X-Content-Type-Options': 'nosniff',
-      'X-Request-Id': request.id,
-      ...o.headers,
-    })
+    res.writeHead(200, { ...eventStreamHeaders(request.id), ...o.headers })
     // Chunks name the model asked for; the last ones the model that answered (a fallback's).
     const base = { id: completionId(o.jobId), created: row ? createdSeconds(row) : Math.floor(app.clock.now() / 1000), model: o.model, includeUsage: o.includeUsage }
     let ended = false

@@ -7,7 +7,6 @@ import { randomBytes } from 'node:crypto'
 import type { FastifyInstance } from 'fastify'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildApp } from '../../src/app.js'
-import type { WordPressAuthenticator } from '../../src/auth/authenticate.js'
 import { manualClock } from '../../src/clock.js'
 import { insertJobs, type NewJobRow } from '../../src/db/jobs-repository.js'
 import type { JobStatus } from '../../src/db/schema.js'
@@ -15,6 +14,7 @@ import { toDbTime } from '../../src/db/time.js'
 import { LATENCY_SAMPLES_PER_DAY, percentile } from '../../src/jobs/admin-stats.js'
 import { DIALECTS, freshDatabase, testConfig } from '../helpers.js'
 import { RUN } from '../support/run-tag.js'
+import { ADMIN, adminOnly } from '../support/admin-only.js'
 
 const BASE = '/wp-json/ai/v1'
 const DAY = 86_400_000
@@ -22,16 +22,6 @@ const T0 = Date.parse('2026-06-01T00:00:00.000Z')
 // "Now" is in the afternoon of 2026-06-03.
 const NOW = T0 + 2 * DAY + 15 * 3_600_000
 
-/** An administrator for every request that sends `Authorization: Basic admin`. */
-const adminOnly: WordPressAuthenticator = {
-  cookie: async () => ({ kind: 'none' }),
-  pageCookie: async () => ({ kind: 'none' }),
-  token: async (principal) => principal,
-  basic: async ({ authorization }) => (authorization === 'Basic admin'
-    ? { kind: 'user', principal: { method: 'application_password', userId: 1, ownerKey: 'u:1', canCreate: true, isAdmin: true } }
-    : { kind: 'invalid' }),
-}
-const ADMIN = { authorization: 'Basic admin' }
 
 interface Seed {
   at: number

@@ -10,11 +10,11 @@ import { randomBytes } from 'node:crypto'
 import type { FastifyInstance } from 'fastify'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildApp } from '../../src/app.js'
-import type { WordPressAuthenticator } from '../../src/auth/authenticate.js'
 import { insertJobs, type NewJobRow } from '../../src/db/jobs-repository.js'
 import { toDbTime } from '../../src/db/time.js'
 import { DIALECTS, freshDatabase, testConfig } from '../helpers.js'
 import { RUN } from '../support/run-tag.js'
+import { ADMIN, adminOnly } from '../support/admin-only.js'
 
 const BASE = '/wp-json/ai/v1'
 // A full collection on demand, for measuring what is held rather than what awaits collection.
@@ -23,16 +23,6 @@ const gc = runInNewContext('gc') as () => void
 const DAY = 86_400_000
 const T0 = Date.parse('2026-06-01T00:00:00.000Z')
 
-/** An administrator for every request that sends `Authorization: Basic admin` (no WordPress tables needed). */
-const adminOnly: WordPressAuthenticator = {
-  cookie: async () => ({ kind: 'none' }),
-  pageCookie: async () => ({ kind: 'none' }),
-  token: async (principal) => principal,
-  basic: async ({ authorization }) => (authorization === 'Basic admin'
-    ? { kind: 'user', principal: { method: 'application_password', userId: 1, ownerKey: 'u:1', canCreate: true, isAdmin: true } }
-    : { kind: 'invalid' }),
-}
-const ADMIN = { authorization: 'Basic admin' }
 
 function job(i: number, overrides: Partial<NewJobRow> = {}): NewJobRow {
   const at = toDbTime(overrides.created_at ? Date.parse(`${overrides.created_at.replace(' ', 'T')}Z`) : T0 + i)

@@ -4,19 +4,10 @@
  */
 import { createServer, type IncomingHttpHeaders, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import type { WordPressAuthenticator } from '../../src/auth/authenticate.js'
+export { adminOnly } from './admin-only.js'
 
 export const EVENTS_SECRET = `whsec_${Buffer.from('events-test-secret-0123456789abc').toString('base64')}`
 
-/** An administrator for every request that sends `Authorization: Basic admin`; tokens as signed. */
-export const adminOnly: WordPressAuthenticator = {
-  cookie: async () => ({ kind: 'none' }),
-  pageCookie: async () => ({ kind: 'none' }),
-  token: async (principal) => principal,
-  basic: async ({ authorization }) => (authorization === 'Basic admin'
-    ? { kind: 'user', principal: { method: 'application_password', userId: 1, ownerKey: 'u:1', canCreate: true, isAdmin: true } }
-    : { kind: 'invalid' }),
-}
 
 export interface ReceivedEvent {
   headers: IncomingHttpHeaders
