@@ -105,6 +105,12 @@ export async function listUserJobs(db: Db, userId: number, offset: number, limit
     .orderBy('created_at').orderBy('id').limit(limit).offset(offset).execute()
 }
 
+/** How many jobs of a user the table holds (a range of `user_created`). */
+export async function countUserJobs(db: Db, userId: number): Promise<number> {
+  const row = await db.selectFrom('ai_jobs').select((eb) => eb.fn.countAll<number>().as('n')).where('user_id', '=', userId).executeTakeFirst()
+  return Number(row?.n ?? 0)
+}
+
 /** The first `limit` of a user's jobs by id, whole (the erase hook may need any column). */
 export async function firstUserJobs(db: Db, userId: number, limit: number): Promise<JobRow[]> {
   return db.selectFrom('ai_jobs').selectAll().where('user_id', '=', userId).orderBy('id').limit(limit).execute()

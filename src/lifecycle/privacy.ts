@@ -1,11 +1,12 @@
 import { existsSync } from 'node:fs'
 import type { DatabaseHandle } from '../db/database.js'
-import { archiveFiles, deleteJobsById, firstUserJobs, listUserJobs, withNamedLock } from '../db/archive-repository.js'
+import { archiveFiles, countUserJobs, deleteJobsById, firstUserJobs, listUserJobs, withNamedLock } from '../db/archive-repository.js'
+import type { JobRow } from '../db/jobs-repository.js'
 import { retryOnLockConflict } from '../db/jobs-repository.js'
 import type { JobRequest } from '../jobs/job-request.js'
 import { toJobResponse, type JobResponse } from '../jobs/job-response.js'
 import { openRequest, RequestUnreadable, type Keyring } from '../jobs/request-crypto.js'
-import { rewriteArchiveFile } from './archive-files.js'
+import { readArchiveLines, rewriteArchiveFile } from './archive-files.js'
 import { ARCHIVE_FILES_LOCK, type LifecycleHooks } from './archive.js'
 
 /**
@@ -35,33 +36,68 @@ export interface ExportPage {
 
 export const EXPORT_MAX_PER_PAGE = 100
 
-/** One page of a user's jobs, oldest first. `page` counts from 1. */
-export async function exportUserPage(handle: DatabaseHandle, keyring: Keyring | undefined, userId: number, page: number, perPage: number, hooks: LifecycleHooks = {}): Promise<ExportPage> {
-  const rows = await listUserJobs(handle.db, userId, (page - 1) * perPage, perPage + 1)
-  const shown = rows.slice(0, perPage)
-  const jobs: ExportedJob[] = []
-  for (const row of shown) {
-    const job: ExportedJob = { ...toJobResponse(row), user_id: Number(row.user_id), request: null, metadata: null }
-    if (hooks.inlineResult) {
-      const inline = await hooks.inlineResult(row)
-      if (inline !== undefined) job.result = inline
+/** A job as the export shows it: its JSON, the request it was made with (opened), its metadata. */
+function exportedJob(row: JobRow, keyring: Keyring | undefined, inline: unknown): ExportedJob {
+  const job: ExportedJob = { ...toJobResponse(row), user_id: Number(row.user_id), request: null, metadata: null }
+  if (inline !== undefined) job.result = inline
+  try {
+    const parsed = JSON.parse(openRequest(row.request_json, keyring, row.idempotency_key)) as Partial<JobRequest>
+    job.request = {
+      ...(parsed.input !== undefined ? { input: parsed.input } : {}),
+      ...(parsed.messages !== undefined ? { messages: parsed.messages } : {}),
+      params: parsed.params ?? {},
+      ...(parsed.metadata !== undefined ? { metadata: parsed.metadata } : {}),
     }
-    try {
-      const parsed = JSON.parse(openRequest(row.request_json, keyring, row.idempotency_key)) as Partial<JobRequest>
-      job.request = {
-        ...(parsed.input !== undefined ? { input: parsed.input } : {}),
-        ...(parsed.messages !== undefined ? { messages: parsed.messages } : {}),
-        params: parsed.params ?? {},
-        ...(parsed.metadata !== undefined ? { metadata: parsed.metadata } : {}),
-      }
-      job.metadata = parsed.metadata ?? null
-    } catch (err) {
-      if (!(err instanceof RequestUnreadable) && !(err instanceof SyntaxError)) throw err
-      job.request_error = err instanceof RequestUnreadable ? err.message : 'request_json is not JSON'
-    }
-    jobs.push(job)
+    job.metadata = parsed.metadata ?? null
+  } catch (err) {
+    if (!(err instanceof RequestUnreadable) && !(err instanceof SyntaxError)) throw err
+    job.request_error = err instanceof RequestUnreadable ? err.message : 'request_json is not JSON'
   }
-  return { user_id: userId, page, per_page: perPage, done: rows.length <= perPage, jobs }
+  return job
+}
+
+/**
+ * The user's archived jobs from `skip` on, at most `limit`, in the order of the archive files and
+ * their lines (oldest batches first). Files this host cannot see are passed over (erase counts them).
+ */
+async function archivedUserJobs(handle: DatabaseHandle, userId: number, skip: number, limit: number): Promise<Record<string, unknown>[]> {
+  const found: Record<string, unknown>[] = []
+  let seen = 0
+  for (const file of await archiveFiles(handle.db)) {
+    if (!existsSync(file)) continue
+    for await (const line of readArchiveLines(file)) {
+      const row = JSON.parse(line) as Record<string, unknown>
+      if (Number(row.user_id) !== userId) continue
+      if (seen++ < skip) continue
+      found.push(row)
+      if (found.length >= limit) return found
+    }
+  }
+  return found
+}
+
+/**
+ * One page of a user's jobs, `page` counting from 1: first the jobs still in the table, oldest
+ * first, then those moved to archive files (SPEC §12), so WordPress's exporter reaches both.
+ */
+export async function exportUserPage(handle: DatabaseHandle, keyring: Keyring | undefined, userId: number, page: number, perPage: number, hooks: LifecycleHooks = {}): Promise<ExportPage> {
+  const start = (page - 1) * perPage
+  const inTable = await countUserJobs(handle.db, userId)
+  const jobs: ExportedJob[] = []
+  if (start < inTable) {
+    for (const row of await listUserJobs(handle.db, userId, start, perPage)) {
+      jobs.push(exportedJob(row, keyring, hooks.inlineResult ? await hooks.inlineResult(row) : undefined))
+    }
+  }
+  // One more than the page has room for says whether another page follows.
+  const room = perPage - jobs.length
+  const archived = start + perPage < inTable ? [] : await archivedUserJobs(handle, userId, Math.max(0, start - inTable), room + 1)
+  for (const line of archived.slice(0, room)) {
+    const { result_inline: inline, ...row } = line
+    jobs.push(exportedJob(row as unknown as JobRow, keyring, inline))
+  }
+  const more = start + perPage < inTable || archived.length > room
+  return { user_id: userId, page, per_page: perPage, done: !more, jobs }
 }
 
 export interface EraseOptions extends LifecycleHooks {

@@ -75,9 +75,12 @@ describe.each(DIALECTS)('privacy (%s)', (dialect) => {
   const tableOf = async (userId: number) => (await app.db.db.selectFrom('ai_jobs').select('id').where('user_id', '=', userId).orderBy('id').execute()).map((r) => Number(r.id))
   const linesOf = async (userId: number) => (await archiveLines(dir)).lines.filter((l) => l.user_id === userId).map((l) => Number(l.id)).sort((a, b) => a - b)
 
-  it('exports one user\'s jobs page by page, with the request opened and the metadata', async () => {
-    const mine = await tableOf(2)
-    expect(mine.length).toBeGreaterThan(1)
+  it('exports one user\'s jobs page by page, those in the table and those archived, with the request opened and the metadata', async () => {
+    const inTable = await tableOf(2)
+    const archived = await linesOf(2)
+    expect(inTable.length).toBeGreaterThan(1)
+    expect(archived.length).toBeGreaterThan(1)
+    const mine = [...inTable, ...archived].sort((a, b) => a - b)
     const page1 = await app.inject({ method: 'GET', url: `${BASE}/admin/users/2/export?page=1&per_page=1`, headers: ADMIN })
     expect(page1.statusCode).toBe(200)
     expect(page1.headers['cache-control']).toBe('private, no-store')
@@ -95,6 +98,19 @@ describe.each(DIALECTS)('privacy (%s)', (dialect) => {
       expect(job.request.metadata).toEqual(job.metadata)
     }
     expect(body1.jobs[0].job_id).toBe(body.jobs[0].job_id)
+    // The archived ones keep their answers: a succeeded archived job exports its result.
+    const archivedShown = body.jobs.filter((j: { job_id: number }) => archived.includes(j.job_id))
+    expect(archivedShown).toHaveLength(archived.length)
+    for (const job of archivedShown) if (job.status === 'succeeded') expect(job.result).toEqual({ output: expect.stringMatching(/^answer \d+$/) })
+    // Pages of one cross from the table into the archive and end with done, each job once.
+    const paged: number[] = []
+    for (let p = 1; p <= mine.length + 1; p++) {
+      const one = (await app.inject({ method: 'GET', url: `${BASE}/admin/users/2/export?page=${p}&per_page=1`, headers: ADMIN })).json()
+      paged.push(...one.jobs.map((j: { job_id: number }) => j.job_id))
+      expect(one.done).toBe(p >= mine.length)
+      if (one.done) break
+    }
+    expect(paged.sort((a, b) => a - b)).toEqual(mine)
     const past = await app.inject({ method: 'GET', url: `${BASE}/admin/users/2/export?page=9&per_page=100`, headers: ADMIN })
     expect(past.json()).toMatchObject({ done: true, jobs: [] })
   })
@@ -121,7 +137,7 @@ describe.each(DIALECTS)('privacy (%s)', (dialect) => {
     const headers = signed('')
     const ok = await app.inject({ method: 'GET', url, headers })
     expect(ok.statusCode).toBe(200)
-    expect(ok.json().jobs.length).toBe((await tableOf(3)).length)
+    expect(ok.json().jobs.length).toBe((await tableOf(3)).length + (await linesOf(3)).length)
 
     const replay = await app.inject({ method: 'GET', url, headers })
     expect(replay.statusCode).toBe(403)
