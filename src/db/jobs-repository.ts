@@ -134,11 +134,20 @@ export interface ClaimOptions {
  */
 export interface ClaimRotation {
   after: [interactive: string | undefined, bulk: string | undefined]
+  /**
+   * Per priority, each owner's successor as the walks of earlier claims saw them in index order
+   * (`''` stands for the start of the index). A claim reads the owners they name in one statement
+   * of ranges (batchedWalkQuery) instead of a statement per owner; what it sees corrects them.
+   */
+  next: [Map<string, string>, Map<string, string>]
 }
 
 export function newClaimRotation(): ClaimRotation {
-  return { after: [undefined, undefined] }
+  return { after: [undefined, undefined], next: [new Map(), new Map()] }
 }
+
+/** Successor links kept per priority at most: past it they start over (visitor ids come and go). */
+const OWNER_LINKS_MAX = 10_000
 
 /** Index entries one owner-walk statement reads at most (or one owner's share of the claim, if larger). */
 export const OWNER_SCAN_ROWS = 32
@@ -162,6 +171,27 @@ export function ownerWalkQuery(db: Db, priority: number, after: string | undefin
   if (after !== undefined) q = q.where('owner_key', '>', after)
   if (upTo !== undefined) q = q.where('owner_key', '<=', upTo)
   return q.orderBy('owner_key').orderBy('run_after').orderBy('id').limit(limit)
+}
+
+/**
+ * Several owner-walk steps in one statement (MySQL): branch `i` reads the owners in
+ * `(bounds[i], bounds[i + 1]]` (no lower bound for `undefined`; none past `ceiling`), at most
+ * `limit` entries, on the same `fair_claim` ranges as ownerWalkQuery. Each row says its branch. Exported so a test can
+ * EXPLAIN it.
+ */
+export function batchedWalkQuery(db: Db, priority: number, bounds: readonly (string | undefined)[], limit: number, ceiling?: string) {
+  // The branches are built without the table-prefix plugin: the statement they are joined into
+  // is executed through `db`, which adds the prefix once, to all of them.
+  const bare = db.withoutPlugins()
+  const branches = bounds.slice(1).map((upTo, i) => {
+    let q = bare.selectFrom('ai_jobs').select(['owner_key', 'id', 'run_after', sql<number>`${sql.lit(i)}`.as('branch')])
+      .where('status', '=', 'pending').where('priority', '=', priority)
+    const after = bounds[i]
+    if (after !== undefined) q = q.where('owner_key', '>', after)
+    if (ceiling !== undefined) q = q.where('owner_key', '<=', ceiling)
+    return q.where('owner_key', '<=', upTo!).orderBy('owner_key').orderBy('run_after').orderBy('id').limit(limit)
+  })
+  return sql<{ owner_key: string; id: number; run_after: DbTime; branch: number }>`${sql.join(branches, sql` UNION ALL `)}`
 }
 
 /**
@@ -217,14 +247,91 @@ class OwnerWalk {
   private upTo: string | undefined
   private wrapped: boolean
   private statements = 0
+  /** Owners this walk has read, so a chain of links never leads it round twice. */
+  private readonly visited = new Set<string>()
   /** A step holds at least one owner's share of the claim, so an owner alone in the queue can fill it. */
   private readonly stepRows: number
   complete = false
 
-  constructor(private readonly db: Db, private readonly dialect: DatabaseHandle['dialect'], private readonly priority: number, private readonly start: string | undefined, private readonly nowMs: number, private readonly perOwner: number) {
+  constructor(
+    private readonly db: Db,
+    private readonly dialect: DatabaseHandle['dialect'],
+    private readonly priority: number,
+    private readonly start: string | undefined,
+    private readonly nowMs: number,
+    private readonly perOwner: number,
+    /** Successor links of earlier walks (ClaimRotation.next); MySQL only, where a round trip costs. */
+    private readonly links: Map<string, string> | undefined,
+  ) {
     this.after = start
     this.wrapped = start === undefined
     this.stepRows = Math.max(OWNER_SCAN_ROWS, perOwner)
+    if (links && links.size > OWNER_LINKS_MAX) links.clear()
+  }
+
+  /** The owners the links name after `after`, at most `n`, never past `upTo` once wrapped. */
+  private chain(n: number): string[] {
+    const owners: string[] = []
+    if (!this.links) return owners
+    let at = this.after ?? ''
+    while (owners.length < n) {
+      const next = this.links.get(at)
+      if (next === undefined || owners.includes(next) || this.visited.has(next)) break
+      owners.push(next)
+      if (this.upTo !== undefined && next === this.upTo) break
+      at = next
+    }
+    return owners
+  }
+
+  /** Groups one step's rows by owner, and records the owners' order in the links. */
+  private group(rows: readonly { owner_key: string; id: number; run_after: DbTime }[], from: string | undefined): OwnerCandidates[] {
+    const due = toDbTime(this.nowMs)
+    const step: OwnerCandidates[] = []
+    let current: OwnerCandidates | undefined
+    let prev = from ?? ''
+    for (const row of rows) {
+      const identity = ownerIdentity(this.dialect, row.owner_key)
+      if (current?.identity !== identity) {
+        current = { ownerKey: row.owner_key, identity, ids: [] }
+        step.push(current)
+        this.visited.add(row.owner_key)
+        this.links?.set(prev, row.owner_key)
+        prev = row.owner_key
+      }
+      // Times compare as text: both sides are `YYYY-MM-DD HH:MM:SS.mmm` in UTC.
+      if (row.run_after <= due && current.ids.length < this.perOwner) current.ids.push(Number(row.id))
+    }
+    return step
+  }
+
+  /**
+   * The owners the links name, read in one statement of ranges. A range that comes back short
+   * holds every owner between its bounds, so an owner it lacks has nothing pending and its link
+   * is passed over; one that comes back full (a new owner with a deep queue) leaves the rest of
+   * its range to later claims, which find it through the corrected links.
+   */
+  private async batched(chain: readonly string[]): Promise<OwnerCandidates[]> {
+    const bounds = [this.after, ...chain]
+    const rows = (await batchedWalkQuery(this.db, this.priority, bounds, this.stepRows, this.upTo).execute(this.db)).rows
+    const found: OwnerCandidates[] = []
+    for (let i = 0; i < chain.length; i++) {
+      const branch = rows.filter((r) => Number(r.branch) === i)
+      const step = this.group(branch, bounds[i])
+      found.push(...step)
+      const upTo = chain[i]!
+      if (branch.length < this.stepRows && step.at(-1)?.ownerKey !== upTo) {
+        // `upTo` has nothing pending: its predecessor's link skips it.
+        const after = step.at(-1)?.ownerKey ?? bounds[i] ?? ''
+        const beyond = this.links!.get(upTo)
+        this.links!.delete(upTo)
+        if (beyond !== undefined) this.links!.set(after, beyond)
+        else this.links!.delete(after)
+      }
+    }
+    this.after = chain.at(-1)
+    if (this.upTo !== undefined && this.after === this.upTo) this.complete = true
+    return found
   }
 
   get exhausted(): boolean {
@@ -234,21 +341,15 @@ class OwnerWalk {
   /** The next owners with due jobs, at least `want` of them unless the walk ends first. */
   async next(want: number): Promise<OwnerCandidates[]> {
     const found: OwnerCandidates[] = []
-    const due = toDbTime(this.nowMs)
     while (found.length < want && !this.exhausted) {
       this.statements++
-      const rows = await ownerWalkQuery(this.db, this.priority, this.after, this.upTo, this.stepRows).execute()
-      const step: OwnerCandidates[] = []
-      let current: OwnerCandidates | undefined
-      for (const row of rows) {
-        const identity = ownerIdentity(this.dialect, row.owner_key)
-        if (current?.identity !== identity) {
-          current = { ownerKey: row.owner_key, identity, ids: [] }
-          step.push(current)
-        }
-        // Times compare as text: both sides are `YYYY-MM-DD HH:MM:SS.mmm` in UTC.
-        if (row.run_after <= due && current.ids.length < this.perOwner) current.ids.push(Number(row.id))
+      const chain = this.chain(want - found.length)
+      if (chain.length > 1) {
+        found.push(...await this.batched(chain))
+        continue
       }
+      const rows = await ownerWalkQuery(this.db, this.priority, this.after, this.upTo, this.stepRows).execute()
+      const step = this.group(rows, this.after)
       if (rows.length === this.stepRows) {
         // The last owner may go on past this step. Alone in it, it has more queued than one step
         // holds: its oldest entries are all it can use, and the next step starts after it.
@@ -332,7 +433,7 @@ async function planClaim(handle: DatabaseHandle, options: ClaimOptions, limit: n
   const load = new Map<string, number>()
   const picked: PickedJob[] = []
   for (const priority of [JOB_PRIORITY.interactive, JOB_PRIORITY.bulk]) {
-    const walk = new OwnerWalk(handle.db, handle.dialect, priority, rotation.after[priority], options.nowMs, perOwner)
+    const walk = new OwnerWalk(handle.db, handle.dialect, priority, rotation.after[priority], options.nowMs, perOwner, handle.dialect === 'mysql' ? rotation.next[priority] : undefined)
     const seen: OwnerCandidates[] = []
     while (picked.length < limit && !walk.exhausted) {
       const owners = await walk.next(want)

@@ -1,8 +1,8 @@
-import { CompiledQuery, sql } from 'kysely'
+import { CompiledQuery, RawNode, SelectQueryNode, sql, type KyselyPlugin } from 'kysely'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { openDatabase, type DatabaseHandle } from '../../src/db/database.js'
 import {
-  claimJobs, claimLocksQuery, newClaimRotation, ownerWalkQuery, pickedJobsQuery, runningByOwnerQuery, OWNER_SCAN_ROWS,
+  batchedWalkQuery, claimJobs, claimLocksQuery, newClaimRotation, ownerWalkQuery, pickedJobsQuery, runningByOwnerQuery, OWNER_SCAN_ROWS,
 } from '../../src/db/jobs-repository.js'
 import { runMigrations } from '../../src/db/migrate.js'
 import { toDbTime } from '../../src/db/time.js'
@@ -146,6 +146,25 @@ describe('the fair claim statements on a seeded, analyzed MariaDB table', () => 
     expect(await ownerWalkQuery(handle.db, 0, 'u:999', undefined).execute()).toEqual([])
   })
 
+  it('the batched walk (owners the last claims saw, one range each, in one statement) reads fair_claim ranges in order', async () => {
+    const compiled = batchedWalkQuery(handle.db, 0, [undefined, 'u:1', 'u:11', 'u:999'], OWNER_SCAN_ROWS).compile(handle.db)
+    expect(compiled.sql.match(/union all/gi)).toHaveLength(2)
+    expect(compiled.sql).toMatch(/`wp_ai_jobs`/)
+    const plan = await explain(compiled)
+    // One step per branch (MariaDB needs no temporary table for UNION ALL), each on fair_claim.
+    const branches = plan.filter((p) => p.table !== null && !String(p.table).startsWith('<union'))
+    expect(branches).toHaveLength(3)
+    for (const step of branches) expectIndexed([step], 'fair_claim')
+    // The same entries as a sequential step over each range.
+    const bounds = [undefined, 'u:1', 'u:11', 'u:999'] as const
+    const rows = (await batchedWalkQuery(handle.db, 0, bounds, OWNER_SCAN_ROWS).execute(handle.db)).rows
+    expect(rows.length).toBeGreaterThan(0)
+    for (let i = 0; i < 3; i++) {
+      const step = await ownerWalkQuery(handle.db, 0, bounds[i], bounds[i + 1]).execute()
+      expect(rows.filter((r) => Number(r.branch) === i).map((r) => Number(r.id))).toEqual(step.map((r) => Number(r.id)))
+    }
+  })
+
   it('the running count per owner reads fair_claim ranges, no filesort, no temporary table', async () => {
     const compiled = runningByOwnerQuery(handle.db, ['u:1', 'u:7', 'u:999', 's:abcdefghijklmnop']).compile()
     expectIndexed(await explain(compiled), 'fair_claim')
@@ -186,6 +205,44 @@ describe('the fair claim statements on a seeded, analyzed MariaDB table', () => 
     expect(Math.max(...perOwner.values()) - Math.min(...perOwner.values())).toBeLessThanOrEqual(1)
     expect(rows.every((r) => r.priority === 0)).toBe(true)
     await handle.db.updateTable('ai_jobs').set({ status: 'pending', lease_owner: null, lease_expires_at: null }).where('lease_owner', '=', 'explain').execute()
+  })
+
+  it('later claims walk the owners the earlier ones saw in one statement, not one per owner', async () => {
+    // Counts the statements a claim sends (plain SELECTs and the batched walk's raw statement).
+    let statements = 0
+    const counter: KyselyPlugin = {
+      transformQuery: (args) => {
+        if (SelectQueryNode.is(args.node) || RawNode.is(args.node)) statements++
+        return args.node
+      },
+      transformResult: async (args) => args.result,
+    }
+    const counted = { ...handle, db: handle.db.withPlugin(counter) } as DatabaseHandle
+    const rotation = newClaimRotation()
+    const claim = async () => {
+      statements = 0
+      const rows = await claimJobs(counted, { limit: 4, nowMs: NOW, leaseOwner: 'batched', leaseMs: 60_000, ownerConcurrency: 0, rotation })
+      return { rows, statements }
+    }
+    const first = await claim()
+    expect(first.rows).toHaveLength(4)
+    // Eight owners to choose among, each with a queue deeper than a step: a statement each.
+    expect(first.statements).toBeGreaterThanOrEqual(8)
+    // Once the claims have gone round every owner, the links name them all.
+    const seen = new Set(first.rows.map((r) => Number(r.id)))
+    for (let i = 0; i < 20; i++) for (const r of (await claim()).rows) seen.add(Number(r.id))
+    for (let i = 0; i < 5; i++) {
+      const later = await claim()
+      expect(later.rows).toHaveLength(4)
+      // The walk in one statement (and one more where it reaches the end of the index and wraps
+      // round), the running count, the lock and the read of the claimed rows.
+      expect(later.statements).toBeLessThanOrEqual(6)
+      for (const r of later.rows) {
+        expect(seen.has(Number(r.id))).toBe(false)
+        seen.add(Number(r.id))
+      }
+    }
+    await handle.db.updateTable('ai_jobs').set({ status: 'pending', lease_owner: null, lease_expires_at: null, attempts: 0 }).where('lease_owner', '=', 'batched').execute()
   })
 
   it('runs on connections set to READ COMMITTED, so the claim takes no gap locks', async () => {
