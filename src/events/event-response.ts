@@ -34,18 +34,3 @@ export function toEventResponse(row: EventRow): EventResponse {
     delivered_at: row.delivered_at === null ? null : toIsoTime(row.delivered_at),
   }
 }
-
-/** The keyset cursor of the events list: the id of a page's last row, opaque to clients. */
-export function encodeEventCursor(id: number): string {
-  return Buffer.from(JSON.stringify(['e', id])).toString('base64url')
-}
-
-export function decodeEventCursor(cursor: string): number | undefined {
-  try {
-    const [tag, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as [unknown, unknown]
-    if (tag === 'e' && Number.isSafeInteger(id) && (id as number) > 0) return id as number
-  } catch {
-    // not ours
-  }
-  return undefined
-}

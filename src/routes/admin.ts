@@ -4,7 +4,7 @@ import Type from 'typebox'
 import { Readable } from 'node:stream'
 import { listEvents, resendEvent } from '../db/events-repository.js'
 import { listJobs, streamUsage, type UsageGroup, type UsageRow } from '../db/jobs-repository.js'
-import { decodeEventCursor, encodeEventCursor, toEventResponse } from '../events/event-response.js'
+import { toEventResponse } from '../events/event-response.js'
 import { ApiError } from '../errors.js'
 import { readAdminStats, STATS_DEFAULT_DAYS, STATS_MAX_DAYS, statsRange } from '../jobs/admin-stats.js'
 import { cancelJob } from '../jobs/cancel-job.js'
@@ -13,7 +13,7 @@ import { jobIdOf } from '../jobs/read-job.js'
 import { retryJob } from '../jobs/retry-job.js'
 import { AdminEvent, AdminEventList, AdminEventsQuery, AdminJobList, AdminJobsQuery, AdminStats, AdminStatsQuery, EventIdParams, UsageCsvQuery } from '../schemas/admin.js'
 import { errorResponses, JobIdParams } from '../schemas/common.js'
-import { decodeCursor, page } from './cursor.js'
+import { decodeCursor, decodeIdCursor, encodeIdCursor, page, pageBy } from './cursor.js'
 
 const JobRef = Type.Ref('Job')
 
@@ -107,13 +107,10 @@ export async function adminRoutes(fastify: FastifyInstance): Promise<void> {
   }, async (request) => {
     const q = request.query
     const limit = q.limit ?? 20
-    const beforeId = q.cursor === undefined ? undefined : decodeEventCursor(q.cursor)
-    if (q.cursor !== undefined && beforeId === undefined) {
-      throw new ApiError('ai_invalid_request', 'cursor: is not a cursor this API returned', { details: { field: 'cursor', reason: 'malformed' } })
-    }
+    const beforeId = q.cursor === undefined ? undefined : decodeIdCursor(q.cursor)
     const rows = await listEvents(app.db.db, { limit: limit + 1, ...(q.status ? { status: q.status } : {}), ...(beforeId ? { beforeId } : {}) })
-    const shown = rows.slice(0, limit)
-    return { events: shown.map(toEventResponse), next_cursor: rows.length > limit ? encodeEventCursor(Number(shown[shown.length - 1]!.id)) : null }
+    const shown = pageBy(rows, limit, (last) => encodeIdCursor(Number(last.id)))
+    return { events: shown.rows.map(toEventResponse), next_cursor: shown.nextCursor }
   })
 
   app.post('/admin/events/:id/resend', {
